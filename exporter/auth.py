@@ -1,0 +1,54 @@
+"""Where an account's access token comes from: the config itself, or a file read on every scrape.
+
+Reading `token_file` each time lets an outside job (a sidecar, a cron refresh) rotate the token
+without restarting the exporter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from exporter.clients.http import UpstreamError
+from exporter.config import Account
+from exporter.secret import Secret
+
+
+class TokenSource(Protocol):
+    async def token(self) -> Secret: ...
+
+
+class StaticToken:
+    def __init__(self, value: Secret) -> None:
+        self._value = value
+
+    async def token(self) -> Secret:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "StaticToken(***)"
+
+
+class FileToken:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def token(self) -> Secret:
+        try:
+            value = self.path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise UpstreamError("token", f"cannot read token file {self.path}: {reason}") from None
+        if not value:
+            raise UpstreamError("token", f"token file {self.path} is empty")
+        return Secret(value)
+
+    def __repr__(self) -> str:
+        return f"FileToken({str(self.path)!r})"
+
+
+def token_source(account: Account) -> TokenSource:
+    if account.token is not None:
+        return StaticToken(Secret(account.token.get_secret_value()))
+    assert account.token_file is not None  # the config guarantees exactly one
+    return FileToken(account.token_file)

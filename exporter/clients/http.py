@@ -1,0 +1,222 @@
+"""What both cloud clients share: headers, one pooled httpx client, bounded reads, error reasons.
+
+Bodies are read raw and inflated here, with a byte limit applied *after* decompression, so a huge
+or endless body, or a gzip bomb, costs at most `max_bytes` of memory.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+import zlib
+from typing import Any, Final
+
+import httpx
+
+from exporter import __version__
+
+REASONS: Final = (
+    "timeout",
+    "connect",
+    "auth",
+    "rate_limited",
+    "http_4xx",
+    "http_5xx",
+    "decode",
+    "too_large",
+    "token",
+)
+
+ERROR_BODY_LIMIT: Final = 64 * 1024
+
+
+def default_headers() -> dict[str, str]:
+    """The headers the ParqEx document asks for, sent to both clouds, plus who we are."""
+    return {
+        "Accept": "application/json",
+        "Accept-Encoding": "gzip",
+        "Accept-Charset": "utf-8",
+        "Content-Type": "application/json",
+        "User-Agent": f"device-cloud-exporter/{__version__}",
+    }
+
+
+def new_client(*, timeout: float, accounts: int) -> httpx.AsyncClient:
+    """One long-lived client per source: keep-alive connections survive from scrape to scrape."""
+    return httpx.AsyncClient(
+        headers=default_headers(),
+        timeout=httpx.Timeout(timeout),
+        limits=httpx.Limits(
+            max_connections=max(100, 4 * accounts),
+            max_keepalive_connections=max(20, 2 * accounts),
+        ),
+        follow_redirects=True,  # httpx drops Authorization when a redirect leaves the origin
+        max_redirects=3,
+        trust_env=False,
+    )
+
+
+class UpstreamError(Exception):
+    """A failed upstream call; `reason` is one of REASONS and becomes a label value."""
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after  # seconds from now, when the upstream said so
+
+
+def reason_for_status(status: int) -> str:
+    if status in (401, 403):
+        return "auth"
+    if status == 429:
+        return "rate_limited"
+    return "http_5xx" if status >= 500 else "http_4xx"
+
+
+async def request_json(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    token: str,
+    *,
+    max_bytes: int,
+    json_body: Any = None,
+    auth_hint: str = "",
+) -> Any:
+    """Send an authorised request and return decoded JSON, or raise UpstreamError."""
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with client.stream(method, url, headers=headers, json=json_body) as response:
+            if response.status_code >= 300:
+                body = await _read_limited(response, ERROR_BODY_LIMIT, tolerate_overflow=True)
+                raise _status_error(response, body, token, auth_hint)
+            body = await _read_limited(response, max_bytes)
+    except httpx.TimeoutException:
+        raise UpstreamError("timeout", f"{method} {_path(url)} timed out") from None
+    except httpx.TooManyRedirects:
+        raise UpstreamError("http_4xx", f"{method} {_path(url)}: too many redirects") from None
+    except httpx.TransportError as exc:
+        raise UpstreamError(
+            "connect", f"{method} {_path(url)}: {type(exc).__name__}: {_clean(str(exc), token)}"
+        ) from None
+    return decode_json(body, response.headers.get("content-type", ""), f"{method} {_path(url)}")
+
+
+def decode_json(body: bytes, content_type: str, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        kind = content_type.split(";")[0].strip() or "no content type"
+        raise UpstreamError("decode", f"{what}: the answer is not JSON ({kind})") from None
+
+
+async def _read_limited(
+    response: httpx.Response, limit: int, *, tolerate_overflow: bool = False
+) -> bytes:
+    """Read at most `limit` decoded bytes; past that, raise `too_large` (or just stop reading)."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding in ("identity", ""):
+        inflater = None
+    else:
+        raise UpstreamError("decode", f"unsupported Content-Encoding {encoding!r}")
+    out = bytearray()
+    try:
+        async for chunk in response.aiter_raw():
+            pending = chunk
+            while pending:
+                if inflater is None:
+                    data, pending = pending, b""
+                else:
+                    data = inflater.decompress(pending, limit + 1 - len(out))
+                    pending = b"" if inflater.eof else inflater.unconsumed_tail
+                out += data
+                if len(out) > limit:
+                    if tolerate_overflow:
+                        return bytes(out[:limit])
+                    raise UpstreamError(
+                        "too_large", f"the answer is larger than {limit} bytes after decompression"
+                    )
+    except zlib.error:
+        raise UpstreamError("decode", "the answer's gzip stream is corrupt") from None
+    if inflater is not None and not inflater.eof and not tolerate_overflow:
+        raise UpstreamError("decode", "the answer's gzip stream is truncated")
+    return bytes(out)
+
+
+def _status_error(response: httpx.Response, body: bytes, token: str, hint: str) -> UpstreamError:
+    status = response.status_code
+    reason = reason_for_status(status)
+    message = upstream_message(body, response.headers.get("content-type", ""))
+    text = f"HTTP {status} from {response.request.method} {_path(str(response.request.url))}"
+    if message:
+        text += f": {_clean(message, token)}"
+    if reason == "auth" and hint:
+        text += f" ({hint})"
+    return UpstreamError(
+        reason,
+        text,
+        status=status,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+def upstream_message(body: bytes, content_type: str) -> str:
+    """The upstream's own words about an error, short and on one line."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, dict):
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            data = errors[0]
+        for key in ("message", "error_description", "error", "detail"):
+            if isinstance(data.get(key), str):
+                return _one_line(data[key])
+    if "html" in content_type.lower():
+        match = re.search(rb"<title[^>]*>(.*?)</title>", body, re.I | re.S)
+        title = match.group(1).decode("utf-8", "replace") if match else ""
+        return f"an HTML page{f' ({_one_line(title)})' if title.strip() else ''}"
+    return _one_line(body.decode("utf-8", "replace"))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clean(text: str, token: str) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def _path(url: str) -> str:
+    return httpx.URL(url).path

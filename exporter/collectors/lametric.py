@@ -1,0 +1,95 @@
+"""LaMetric metric families, built fresh for every scrape from the accounts' snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client.core import GaugeMetricFamily
+
+from exporter.collectors.common import add_if, add_state, gauge, health_families
+from exporter.engine import Outcome
+from exporter.models.lametric import KNOWN_DEVICE_STATES
+from exporter.sources import LametricSnapshot
+
+DEVICE = ["account", "device_id"]
+
+
+def families(outcomes: Sequence[Outcome], now: float) -> list[GaugeMetricFamily]:
+    del now  # LaMetric has no "age" metrics; the signature matches the other collectors
+    outcomes = [o for o in outcomes if o.source == "lametric"]
+    if not outcomes:
+        return []
+    user_info = gauge(
+        "lametric_user_info",
+        "LaMetric user identity, always 1 (id, name).",
+        ["account", "user_id", "name"],
+    )
+    user_devices = gauge(
+        "lametric_user_devices",
+        "Devices connected to the user's account (private_device_count).",
+        ["account"],
+    )
+    user_apps = gauge("lametric_user_apps", "Apps the user has created (apps_count).", ["account"])
+    user_private_apps = gauge(
+        "lametric_user_private_apps",
+        "Private apps the user has created (private_apps_count).",
+        ["account"],
+    )
+    device_info = gauge(
+        "lametric_device_info",
+        "LaMetric device identity, always 1 (name, serial_number, mac, wifi_ssid, ipv4_internal).",
+        [*DEVICE, "name", "serial_number", "mac", "wifi_ssid", "ipv4_internal"],
+    )
+    device_state = gauge(
+        "lametric_device_state",
+        "1 for the device's current state, 0 for the other documented ones (state: new, "
+        "configured, banned); an undocumented state appears as its own value.",
+        [*DEVICE, "state"],
+    )
+    created = gauge(
+        "lametric_device_created_timestamp_seconds",
+        "Unix time the device was added (created_at).",
+        DEVICE,
+    )
+    updated = gauge(
+        "lametric_device_updated_timestamp_seconds",
+        "Unix time the device's record last changed (updated_at).",
+        DEVICE,
+    )
+    for outcome in outcomes:
+        snapshot = outcome.snapshot
+        if not isinstance(snapshot, LametricSnapshot):
+            continue
+        account = outcome.account
+        if (user := snapshot.user) is not None:
+            user_info.add_metric([account, user.id or "", user.name or ""], 1.0)
+            add_if(user_devices, [account], user.private_device_count)
+            add_if(user_apps, [account], user.apps_count)
+            add_if(user_private_apps, [account], user.private_apps_count)
+        for device in snapshot.devices:
+            labels = [account, device.id]
+            device_info.add_metric(
+                [
+                    *labels,
+                    device.name or "",
+                    device.serial_number or "",
+                    device.mac or "",
+                    device.wifi_ssid or "",
+                    device.ipv4_internal or "",
+                ],
+                1.0,
+            )
+            add_state(device_state, labels, KNOWN_DEVICE_STATES, device.state)
+            add_if(created, labels, device.created_at)
+            add_if(updated, labels, device.updated_at)
+    return [
+        *health_families("lametric", outcomes),
+        user_info,
+        user_devices,
+        user_apps,
+        user_private_apps,
+        device_info,
+        device_state,
+        created,
+        updated,
+    ]

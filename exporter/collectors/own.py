@@ -1,0 +1,42 @@
+"""The exporter's own metrics: build, error counters, and the budget of this scrape."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter import __version__
+from exporter.engine import Engine
+
+
+def families(engine: Engine, budget: float) -> list[Metric]:
+    build = GaugeMetricFamily(
+        "device_cloud_exporter_build_info",
+        "Version of the exporter and of the Python running it, always 1.",
+        labels=["version", "python_version"],
+    )
+    build.add_metric([__version__, platform.python_version()], 1.0)
+    timeout = GaugeMetricFamily(
+        "device_cloud_exporter_scrape_timeout_seconds",
+        "Time budget this scrape gave each account's collection (from "
+        "X-Prometheus-Scrape-Timeout-Seconds minus the offset, capped by the config).",
+        value=budget,
+    )
+    errors = CounterMetricFamily(
+        "device_cloud_exporter_upstream_errors",
+        "Failed upstream collections by source, account and reason (timeout, connect, auth, "
+        "rate_limited, http_4xx, http_5xx, decode, too_large, token).",
+        labels=["source", "account", "reason"],
+    )
+    for key, count in sorted(engine.stats.errors.items()):
+        errors.add_metric(list(key), count)
+    parse_errors = CounterMetricFamily(
+        "device_cloud_exporter_parse_errors",
+        "Fields skipped because the API sent them missing, null, or malformed, by source, "
+        "account and field (object.key).",
+        labels=["source", "account", "field"],
+    )
+    for key, count in sorted(engine.stats.parse_errors.items()):
+        parse_errors.add_metric(list(key), count)
+    return [build, timeout, errors, parse_errors]

@@ -1,0 +1,387 @@
+"""Load and validate `config.yaml`.
+
+Validation is pydantic's (strict, unknown keys are errors); this module only adds what pydantic
+cannot know: `${VAR}` expansion from the environment, checks against the file system, and turning
+every problem into one line that names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import stat
+import typing
+import zoneinfo
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SourceName = Literal["parqex", "lametric"]
+SOURCES: tuple[SourceName, ...] = ("parqex", "lametric")
+DEFAULT_BASE_URLS: dict[SourceName, str] = {
+    "parqex": "https://api.parqex.com",
+    "lametric": "https://developer.lametric.com",
+}
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """A config the exporter cannot run with; `problems` holds one user-facing line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL; fix: write it like https://host[:port]")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r} has a query or fragment; fix: give only scheme, host and path")
+    return value.rstrip("/")
+
+
+def _check_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not an IANA time zone; fix: use a name like UTC or Europe/Berlin"
+        ) from None
+    return value
+
+
+def _check_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("account name is empty; fix: give each account a short unique name")
+    return value
+
+
+BaseUrl = Annotated[str, AfterValidator(_check_url)]
+AccountName = Annotated[str, AfterValidator(_check_name)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Account(_Strict):
+    """One cloud login; its `name` becomes the `account` label."""
+
+    name: AccountName
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+    @field_validator("token_file", mode="before")
+    @classmethod
+    def _path_from_str(cls, value: Any) -> Any:
+        # strict mode refuses str for Path; a YAML file can only give a str.
+        return Path(value) if isinstance(value, str) else value
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("token is empty; fix: set the token or use token_file")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> Account:
+        given = [key for key in ("token", "token_file") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "an account needs exactly one of token, token_file; fix: "
+                + ("keep only one" if given else "add token: ${ENV_VAR} or token_file: PATH")
+            )
+        return self
+
+
+class _Source(_Strict):
+    accounts: list[Account] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> _Source:
+        seen: set[str] = set()
+        for account in self.accounts:
+            if account.name in seen:
+                raise ValueError(
+                    f"account name {account.name!r} is used twice; fix: make names unique"
+                )
+            seen.add(account.name)
+        return self
+
+
+class ParqexConfig(_Source):
+    base_url: BaseUrl = DEFAULT_BASE_URLS["parqex"]
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "UTC"
+
+
+class LametricConfig(_Source):
+    base_url: BaseUrl = DEFAULT_BASE_URLS["lametric"]
+
+
+class CollectionConfig(_Strict):
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    timeout_offset_seconds: float = Field(default=0.5, ge=0, le=60)
+    max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+    @field_validator("timeout_seconds", "timeout_offset_seconds", mode="before")
+    @classmethod
+    def _int_is_float(cls, value: Any) -> Any:
+        # strict mode would refuse `timeout_seconds: 10`; an int is a fine number of seconds.
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Config(_Strict):
+    parqex: ParqexConfig | None = None
+    lametric: LametricConfig | None = None
+    collection: CollectionConfig = Field(default_factory=CollectionConfig)
+
+    def accounts(self) -> Iterable[tuple[SourceName, Account]]:
+        for source in SOURCES:
+            section: _Source | None = getattr(self, source)
+            if section is not None:
+                for account in section.accounts:
+                    yield source, account
+
+    def base_url(self, source: SourceName) -> str:
+        section: _Source | None = getattr(self, source)
+        return getattr(section, "base_url", DEFAULT_BASE_URLS[source])
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated config with the non-fatal findings that go to the log at start-up."""
+
+    config: Config
+    warnings: list[str]
+
+
+def load(path: str | os.PathLike[str], *, require_accounts: bool = True) -> Loaded:
+    """Read, expand and validate the file at `path`; raise ConfigError with every problem."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{name}: file not found; fix: pass --config.file PATH or create {name}"]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{name}: cannot read the file ({_reason(exc)})"]) from None
+    return parse(text, name, require_accounts=require_accounts)
+
+
+def parse(text: str, name: str = "config.yaml", *, require_accounts: bool = True) -> Loaded:
+    """Validate config text; `name` is only used in messages."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{name}: {_yaml_problem(exc)}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{name}: the top level must be a mapping (parqex:, lametric:, ...)"])
+
+    problems: list[str] = []
+    raw = _expand_env(raw, (), name, problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([f"{name}: {line}" for line in _validation_lines(exc, raw)]) from None
+
+    problems, warnings = _check_files(config, name)
+    if require_accounts and not any(True for _ in config.accounts()):
+        problems.append(
+            f"{name}: no accounts configured; fix: add parqex.accounts or lametric.accounts "
+            "(or run with --demo to try the exporter without one)"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return Loaded(config, warnings)
+
+
+def _expand_env(node: Any, loc: tuple[Any, ...], name: str, problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_env(v, (*loc, k), name, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, (*loc, i), name, problems) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+
+        def substitute(match: re.Match[str]) -> str:
+            var = match.group(1)
+            value = os.environ.get(var)
+            if value is None:
+                problems.append(
+                    f"{name}: {_dotted(loc)}: environment variable {var} is not set; "
+                    f"fix: export {var}=... before starting, or use token_file"
+                )
+                return ""
+            return value
+
+        return _ENV_REF.sub(substitute, node)
+    return node
+
+
+def _check_files(config: Config, name: str) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    warnings: list[str] = []
+    for source in SOURCES:
+        section: _Source | None = getattr(config, source)
+        for index, account in enumerate(section.accounts if section else ()):
+            if account.token_file is not None:
+                _check_token_file(
+                    account.token_file,
+                    f"{source}.accounts[{index}].token_file",
+                    name,
+                    problems,
+                    warnings,
+                )
+    return problems, warnings
+
+
+def _check_token_file(
+    path: Path, key: str, name: str, problems: list[str], warnings: list[str]
+) -> None:
+    try:
+        content = path.read_text(encoding="utf-8")
+        mode = path.stat().st_mode
+    except OSError as exc:
+        problems.append(
+            f"{name}: {key}: cannot read {path} ({_reason(exc)}); "
+            "fix: create the file with the access token, readable by the exporter's user"
+        )
+        return
+    if not content.strip():
+        problems.append(f"{name}: {key}: {path} is empty; fix: write the access token into it")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.append(
+            f"{key}: {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+            f"fix: chmod 600 {path}"
+        )
+
+
+def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(error["loc"])
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            lines.append(
+                f"{_dotted(loc)}: unknown key{_suggest(loc)}; fix: remove it or correct it"
+            )
+        elif kind == "missing":
+            lines.append(f"{_dotted(loc)}: required key is missing; fix: add it")
+        elif kind in ("model_type", "dict_type"):
+            lines.append(f"{_dotted(loc)}: must be a mapping of keys; fix: {_type_fix(kind)}")
+        elif kind == "value_error":
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{_dotted(loc) or 'top level'}: {message}")
+        else:
+            got = _lookup(raw, loc)
+            lines.append(
+                f"{_dotted(loc)}: {error['msg'].lower()}"
+                + ("" if isinstance(got, _Missing) else f" (got {_describe(got, loc)})")
+                + f"; fix: {_type_fix(kind)}"
+            )
+    return lines
+
+
+def _suggest(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        annotation = model.model_fields.get(str(part))
+        model = _model_in(annotation.annotation) if annotation else None
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return (
+        f" (did you mean {close[0]!r}?)"
+        if close
+        else f" (known keys: {', '.join(model.model_fields)})"
+    )
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `list[Account]` or `X | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+class _Missing:
+    pass
+
+
+def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
+    node = raw
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return _Missing()
+    return node
+
+
+def _describe(value: Any, loc: tuple[Any, ...]) -> str:
+    if loc and loc[-1] == "token":
+        return "a secret value"  # never echo a credential, not even a malformed one
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _type_fix(kind: str) -> str:
+    if kind.startswith(("float", "int", "greater", "less")):
+        return "give a number in the allowed range"
+    if kind.startswith("string"):
+        return "give a string (quote it if YAML reads it as something else)"
+    if kind.startswith(("list", "model", "dict")):
+        return "see the example config.yaml for the expected structure"
+    return "see the configuration reference in README.md"
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before", "function-wrap"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or "invalid YAML"
+    return f"{where}invalid YAML ({problem}); fix: check indentation and quoting there"
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__

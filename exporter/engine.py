@@ -1,0 +1,235 @@
+"""Collection across accounts: concurrency, deadlines, single-flight, error accounting.
+
+All network I/O runs on one asyncio loop in a background thread that owns the httpx clients, so
+connections are pooled across scrapes. HTTP handler threads call `Engine.collect(budget)`, which
+waits at most `budget` seconds and always returns one `Outcome` per account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import zoneinfo
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from exporter.auth import TokenSource, token_source
+from exporter.clients.http import REASONS, UpstreamError, new_client
+from exporter.clients.lametric import LametricClient
+from exporter.clients.parqex import ParqexClient
+from exporter.config import Config, SourceName
+from exporter.sources import Snapshot, fetch_lametric, fetch_parqex, undocumented_states
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[str], Awaitable[Snapshot]]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one scrape learnt about one account."""
+
+    source: SourceName
+    account: str
+    snapshot: Snapshot | None  # None when the collection failed
+    reason: str | None  # one of REASONS when it failed
+    duration_seconds: float
+    last_success: float | None  # wall-clock time of the newest successful fetch, if any
+
+    @property
+    def ok(self) -> bool:
+        return self.snapshot is not None
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One upstream fetch that every concurrent scrape of the account shares."""
+
+    task: asyncio.Task[Snapshot]
+    started: float
+    timeout_counted: bool = False
+
+
+@dataclass(slots=True)
+class _Stats:
+    """Process-lifetime counters, exported as `_total` metrics."""
+
+    errors: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    parse_errors: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    logged_once: set[tuple[str, ...]] = field(default_factory=set)
+
+
+class AccountWorker:
+    """Fetches one account; concurrent callers share a fetch in flight instead of starting one."""
+
+    def __init__(
+        self,
+        source: SourceName,
+        name: str,
+        tokens: TokenSource,
+        fetch: Fetch,
+        stats: _Stats,
+        fetch_timeout: float,
+    ) -> None:
+        self.source = source
+        self.name = name
+        self._tokens = tokens
+        self._fetch = fetch
+        self._stats = stats
+        self._fetch_timeout = fetch_timeout
+        self._flight: _Flight | None = None
+        self._last_success: float | None = None
+        self._last_failure: tuple[object, ...] | None = None
+        for reason in REASONS:  # zero from the start, so rate() and increase() work
+            stats.errors[(source, name, reason)] += 0
+
+    async def collect(self, budget: float) -> Outcome:
+        flight = self._flight
+        if flight is None or flight.task.done():
+            flight = self._flight = _Flight(asyncio.create_task(self._run()), time.monotonic())
+        try:
+            snapshot = await asyncio.wait_for(asyncio.shield(flight.task), budget)
+        except TimeoutError:
+            if not flight.timeout_counted:
+                flight.timeout_counted = True
+                self._failed(UpstreamError("timeout", f"no answer within {budget:.2f}s"))
+            return self._outcome(None, "timeout", time.monotonic() - flight.started)
+        except UpstreamError as error:
+            return self._outcome(None, error.reason, time.monotonic() - flight.started)
+        return self._outcome(snapshot, None, time.monotonic() - flight.started)
+
+    async def _run(self) -> Snapshot:
+        try:
+            token = (await self._tokens.token()).reveal()
+            async with asyncio.timeout(self._fetch_timeout):
+                snapshot = await self._fetch(token)
+        except TimeoutError:
+            error = UpstreamError("timeout", f"no answer within {self._fetch_timeout:g}s")
+            if not (self._flight and self._flight.timeout_counted):  # a waiter counted it already
+                self._failed(error)
+            raise error from None
+        except UpstreamError as error:
+            self._failed(error)
+            raise
+        self._succeeded(snapshot)
+        return snapshot
+
+    def _outcome(self, snapshot: Snapshot | None, reason: str | None, took: float) -> Outcome:
+        return Outcome(self.source, self.name, snapshot, reason, took, self._last_success)
+
+    def _failed(self, error: UpstreamError) -> None:
+        self._stats.errors[(self.source, self.name, error.reason)] += 1
+        signature = (error.reason, error.status, error.message)
+        level = logging.WARNING if signature != self._last_failure else logging.DEBUG
+        self._last_failure = signature
+        log.log(
+            level,
+            "collection failed",
+            extra={
+                "source": self.source,
+                "account": self.name,
+                "reason": error.reason,
+                "status": error.status,
+                "error": error.message,
+            },
+        )
+
+    def _succeeded(self, snapshot: Snapshot) -> None:
+        self._last_success = time.time()
+        if self._last_failure is not None:
+            log.info("collection recovered", extra={"source": self.source, "account": self.name})
+            self._last_failure = None
+        for problem in snapshot.problems:
+            self._stats.parse_errors[(self.source, self.name, problem.field)] += 1
+            self._once(
+                ("field", problem.field, problem.reason),
+                "skipped a malformed field from the API",
+                field=problem.field,
+                reason=problem.reason,
+            )
+        for state in undocumented_states(snapshot):
+            self._once(
+                ("state", state),
+                "the API sent an undocumented state; exported as its own state value",
+                state=state,
+            )
+
+    def _once(self, key: tuple[str, ...], message: str, **fields: object) -> None:
+        full_key = (self.source, self.name, *key)
+        if full_key not in self._stats.logged_once:
+            self._stats.logged_once.add(full_key)
+            log.warning(message, extra={"source": self.source, "account": self.name, **fields})
+
+
+class Engine:
+    """Owns the event loop thread, the per-source HTTP clients and one worker per account."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.stats = _Stats()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="collector", daemon=True
+        )
+        self._clients: list[httpx.AsyncClient] = []
+        self.workers: list[AccountWorker] = []
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._build(), self._loop).result()
+
+    async def _build(self) -> None:
+        config = self.config
+        accounts = list(config.accounts())
+        fetchers: dict[SourceName, Fetch] = {}
+        limit = config.collection.max_response_bytes
+        timeout = config.collection.timeout_seconds
+        if config.parqex is not None and config.parqex.accounts:
+            http = self._client(timeout, len(config.parqex.accounts))
+            parqex = ParqexClient(
+                http,
+                config.parqex.base_url,
+                zone=zoneinfo.ZoneInfo(config.parqex.timezone),
+                max_bytes=limit,
+            )
+            fetchers["parqex"] = lambda token: fetch_parqex(parqex, token)
+        if config.lametric is not None and config.lametric.accounts:
+            http = self._client(timeout, len(config.lametric.accounts))
+            lametric = LametricClient(http, config.lametric.base_url, max_bytes=limit)
+            fetchers["lametric"] = lambda token: fetch_lametric(lametric, token)
+        self.workers = [
+            AccountWorker(
+                source, account.name, token_source(account), fetchers[source], self.stats, timeout
+            )
+            for source, account in accounts
+        ]
+
+    def _client(self, timeout: float, accounts: int) -> httpx.AsyncClient:
+        client = new_client(timeout=timeout, accounts=accounts)
+        self._clients.append(client)
+        return client
+
+    def collect(self, budget: float) -> list[Outcome]:
+        """Collect every account concurrently; never takes much longer than `budget` seconds."""
+        future = asyncio.run_coroutine_threadsafe(self._collect_all(budget), self._loop)
+        return future.result()
+
+    async def _collect_all(self, budget: float) -> list[Outcome]:
+        return list(await asyncio.gather(*(w.collect(budget) for w in self.workers)))
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            for client in self._clients:
+                await client.aclose()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)

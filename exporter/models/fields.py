@@ -1,0 +1,112 @@
+"""Tolerant reading of untrusted JSON objects.
+
+The clouds are not ours: any field may be missing, null, or of another type tomorrow. A `Reader`
+returns `None` for such a field and records a `Problem`, so one bad value costs one metric, never
+the device, the account or the scrape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A skipped field: `field` is `object.key` (e.g. `door.state`), `reason` a short word."""
+
+    field: str
+    reason: str  # missing | null | wrong_type | out_of_range | bad_format
+
+
+class Reader:
+    """Typed getters over one JSON object; every skipped field is appended to `problems`."""
+
+    __slots__ = ("_kind", "_obj", "_problems")
+
+    def __init__(self, obj: dict[str, Any], kind: str, problems: list[Problem]) -> None:
+        self._obj = obj
+        self._kind = kind
+        self._problems = problems
+
+    def _raw(self, key: str) -> Any:
+        value = self._obj.get(key, _ABSENT)
+        if value is _ABSENT:
+            self.skip(key, "missing")
+            return None
+        if value is None:
+            self.skip(key, "null")
+        return value
+
+    def skip(self, key: str, reason: str) -> None:
+        self._problems.append(Problem(f"{self._kind}.{key}", reason))
+
+    def str(self, key: str) -> str | None:
+        value = self._raw(key)
+        if value is None or isinstance(value, str):
+            return value
+        self.skip(key, "wrong_type")
+        return None
+
+    def ident(self, key: str) -> str | None:
+        """An id: a non-empty string, or an integer (LaMetric's are numbers), as a label value."""
+        value = self._raw(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if value is not None:
+            self.skip(key, "wrong_type" if not isinstance(value, str) else "bad_format")
+        return None
+
+    def bool(self, key: str) -> bool | None:
+        value = self._raw(key)
+        if value is None or isinstance(value, bool):
+            return value
+        self.skip(key, "wrong_type")
+        return None
+
+    def number(
+        self, key: str, *, low: float | None = None, high: float | None = None
+    ) -> float | None:
+        value = self._raw(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            self.skip(key, "wrong_type")
+            return None
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.skip(key, "out_of_range")
+            return None
+        return float(value)
+
+    def timestamp(self, key: str, zone: tzinfo | None = None) -> float | None:
+        """Seconds since the epoch; a zone-less time is read in `zone` (UTC when not given)."""
+        value = self.str(key)
+        if value is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.skip(key, "bad_format")
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=zone or UTC)
+        return moment.timestamp()
+
+    def objects(self, key: str) -> list[dict[str, Any]]:
+        """The objects of a list field; non-object entries are skipped and counted."""
+        value = self._raw(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.skip(key, "wrong_type")
+            return []
+        items = [item for item in value if isinstance(item, dict)]
+        if len(items) != len(value):
+            self.skip(key, "wrong_type")
+        return items
+
+
+_ABSENT = object()

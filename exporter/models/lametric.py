@@ -1,0 +1,105 @@
+"""LaMetric `/api/v2/users/me` and `/api/v2/users/me/devices` answers as typed values.
+
+A device's `api_key` opens its local API: it is kept only as a `Secret`, left out of every repr,
+and never turned into a label. The user's e-mail is personal data nobody graphs and is not kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from exporter.models.fields import Problem, Reader
+from exporter.secret import Secret
+
+T = TypeVar("T")
+
+KNOWN_DEVICE_STATES: tuple[str, ...] = ("new", "configured", "banned")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str | None
+    name: str | None
+    apps_count: float | None
+    private_device_count: float | None
+    private_apps_count: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    name: str | None
+    state: str | None  # lower-cased; may be a state the document does not list
+    serial_number: str | None
+    mac: str | None
+    wifi_ssid: str | None
+    ipv4_internal: str | None
+    created_at: float | None
+    updated_at: float | None
+    api_key: Secret | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed(Generic[T]):
+    value: T
+    problems: tuple[Problem, ...]
+
+
+def parse_user(body: Any) -> Parsed[User | None]:
+    problems: list[Problem] = []
+    if not isinstance(body, dict):
+        return Parsed(None, (Problem("user", "wrong_type"),))
+    r = Reader(body, "user", problems)
+    user = User(
+        id=r.ident("id"),
+        name=r.str("name"),
+        apps_count=r.number("apps_count", low=0),
+        private_device_count=r.number("private_device_count", low=0),
+        private_apps_count=r.number("private_apps_count", low=0),
+    )
+    return Parsed(user, tuple(problems))
+
+
+def parse_devices(body: Any) -> Parsed[tuple[Device, ...]]:
+    problems: list[Problem] = []
+    if not isinstance(body, list):
+        return Parsed((), (Problem("devices", "wrong_type"),))
+    if not all(isinstance(item, dict) for item in body):
+        problems.append(Problem("devices", "wrong_type"))
+    devices = tuple(
+        device
+        for item in body
+        if isinstance(item, dict) and (device := _device(item, problems)) is not None
+    )
+    return Parsed(devices, tuple(problems))
+
+
+def parse_device(body: Any) -> Parsed[Device | None]:
+    problems: list[Problem] = []
+    if not isinstance(body, dict):
+        return Parsed(None, (Problem("device", "wrong_type"),))
+    return Parsed(_device(body, problems), tuple(problems))
+
+
+def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
+    r = Reader(raw, "device", problems)
+    device_id = r.ident("id")
+    if device_id is None:
+        return None
+    state = r.str("state")
+    if state is not None:
+        state = state.strip().lower() or None
+    api_key = raw.get("api_key")
+    return Device(
+        id=device_id,
+        name=r.str("name"),
+        state=state,
+        serial_number=r.str("serial_number"),
+        mac=r.str("mac"),
+        wifi_ssid=r.str("wifi_ssid"),
+        ipv4_internal=r.str("ipv4_internal"),
+        created_at=r.timestamp("created_at"),
+        updated_at=r.timestamp("updated_at"),
+        api_key=Secret(api_key) if isinstance(api_key, str) else None,
+    )

@@ -37,7 +37,7 @@ class Outcome:
     source: SourceName
     account: str
     snapshot: Snapshot | None  # None when the collection failed
-    reason: str | None  # one of REASONS when it failed
+    reason: str | None  # one of REASONS when it failed, or "internal" for a bug of ours
     duration_seconds: float
     last_success: float | None  # wall-clock time of the newest successful fetch, if any
 
@@ -116,6 +116,14 @@ class AccountWorker:
         except UpstreamError as error:
             self._failed(error)
             raise
+        except Exception as exc:
+            # A bug of ours must cost this account's metrics, not the whole scrape.
+            log.error(
+                "collection crashed; please report this",
+                exc_info=True,
+                extra={"source": self.source, "account": self.name},
+            )
+            raise UpstreamError("internal", f"{type(exc).__name__} while collecting") from None
         self._succeeded(snapshot)
         return snapshot
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
@@ -17,8 +17,9 @@ from exporter.engine import Engine
 class Scraper:
     """Renders `/metrics`; process, platform and GC metrics come from prometheus-client."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
+        self._clock = clock
         # A registry of our own, not the global one: tests can run many exporters in one process.
         self._process = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self._process)
@@ -44,7 +45,7 @@ class Scraper:
 
     def families(self, budget: float) -> Iterable[Metric]:
         outcomes = self.engine.collect(budget)
-        now = time.time()
+        now = self._clock()
         yield from self._process.collect()
         yield from own.families(self.engine, budget)
         yield from parqex.families(outcomes, now)

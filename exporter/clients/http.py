@@ -106,6 +106,10 @@ async def request_json(
         raise UpstreamError("timeout", f"{method} {_path(url)} timed out") from None
     except httpx.TooManyRedirects:
         raise UpstreamError("http_4xx", f"{method} {_path(url)}: too many redirects") from None
+    except httpx.DecodingError:
+        raise UpstreamError(
+            "decode", f"{method} {_path(url)}: the answer cannot be decoded"
+        ) from None
     except httpx.TransportError as exc:
         raise UpstreamError(
             "connect", f"{method} {_path(url)}: {type(exc).__name__}: {_clean(str(exc), token)}"

@@ -34,7 +34,7 @@ class _Families:
             [*DEVICE, "blackbox_code", "software_version", "owner"],
         )
         self.device_active = gauge(
-            "parqex_device_active", "1 if the controller is active (field active).", DEVICE
+            "parqex_device_active", "1 if the controller is active (active).", DEVICE
         )
         self.device_registered = gauge(
             "parqex_device_registered", "1 if the controller is registered (registered).", DEVICE

@@ -1,0 +1,61 @@
+"""Helpers shared by the tests: fixtures on disk, configs, mocked clouds, parsing expositions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import respx
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PARQEX_URL = "https://parqex.test"  # never the real hosts: respx answers for these
+LAMETRIC_URL = "https://lametric.test"
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def make_config(text: str) -> config.Config:
+    return config.parse(text, "test.yaml").config
+
+
+def two_cloud_config(*, parqex: list[str] = ("home",), lametric: list[str] = ("home",)) -> str:
+    """YAML with one account per name; each account's token is `<source>-<name>-token`."""
+    lines = [f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:"]
+    lines += [f"    - {{name: {n}, token: parqex-{n}-token}}" for n in parqex]
+    lines += [f"lametric:\n  base_url: {LAMETRIC_URL}\n  accounts:"]
+    lines += [f"    - {{name: {n}, token: lametric-{n}-token}}" for n in lametric]
+    return "\n".join(lines) + "\n"
+
+
+def mock_clouds(router: respx.Router) -> None:
+    """Both clouds answering every token with the documents' example bodies."""
+    router.get(f"{PARQEX_URL}/oauth/v1/endpoints/sync").mock(
+        return_value=httpx.Response(200, json=fixture("parqex_sync.json"))
+    )
+    router.get(f"{LAMETRIC_URL}/api/v2/users/me").mock(
+        return_value=httpx.Response(200, json=fixture("lametric_user.json"))
+    )
+    router.get(f"{LAMETRIC_URL}/api/v2/users/me/devices").mock(
+        return_value=httpx.Response(200, json=fixture("lametric_devices.json"))
+    )
+
+
+def samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of an exposition, keyed by name and labels (prometheus-client parses it)."""
+    out = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(exposition: str, metric: str, **labels: str) -> float | None:
+    """The value of one sample (all labels given), or None when the series is absent."""
+    return samples(exposition).get((metric, frozenset(labels.items())))

@@ -1,0 +1,279 @@
+"""Every way a user can get config.yaml wrong gives one clear line naming file, key and fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter import config
+
+OK_ACCOUNT = "parqex:\n  accounts:\n    - {name: home, token: abc}\n"
+
+# (case id, YAML, the one expected problem line after "test.yaml: ")
+BAD_CONFIGS = [
+    (
+        "unknown-top-key",
+        OK_ACCOUNT + "colection: {}\n",
+        "colection: unknown key (did you mean 'collection'?); fix: remove it or correct it",
+    ),
+    (
+        "unknown-account-key",
+        "parqex:\n  accounts:\n    - {name: home, tokne: abc}\n",
+        "parqex.accounts[0].tokne: unknown key (did you mean 'token'?); "
+        "fix: remove it or correct it",
+    ),
+    (
+        "unknown-collection-key",
+        OK_ACCOUNT + "collection: {timeout: 3}\n",
+        "collection.timeout: unknown key (did you mean 'timeout_seconds'?); "
+        "fix: remove it or correct it",
+    ),
+    (
+        "missing-name",
+        "lametric:\n  accounts:\n    - {token: abc}\n",
+        "lametric.accounts[0].name: required key is missing; fix: add it",
+    ),
+    (
+        "no-credential",
+        "parqex:\n  accounts:\n    - {name: home}\n",
+        "parqex.accounts[0]: an account needs exactly one of token, token_file; "
+        "fix: add token: ${ENV_VAR} or token_file: PATH",
+    ),
+    (
+        "both-credentials",
+        "parqex:\n  accounts:\n    - {name: home, token: a, token_file: /x}\n",
+        "parqex.accounts[0]: an account needs exactly one of token, token_file; fix: keep only one",
+    ),
+    (
+        "empty-token",
+        "parqex:\n  accounts:\n    - {name: home, token: '  '}\n",
+        "parqex.accounts[0].token: token is empty; fix: set the token or use token_file",
+    ),
+    (
+        "duplicate-account",
+        "lametric:\n  accounts:\n    - {name: home, token: a}\n    - {name: home, token: b}\n",
+        "lametric: account name 'home' is used twice; fix: make names unique",
+    ),
+    (
+        "empty-name",
+        "lametric:\n  accounts:\n    - {name: '', token: a}\n",
+        "lametric.accounts[0].name: account name is empty; "
+        "fix: give each account a short unique name",
+    ),
+    (
+        "name-wrong-type",
+        "lametric:\n  accounts:\n    - {name: 5, token: a}\n",
+        "lametric.accounts[0].name: input should be a valid string (got 5); "
+        "fix: give a string (quote it if YAML reads it as something else)",
+    ),
+    (
+        "bad-url-scheme",
+        "parqex:\n  base_url: ftp://example.invalid\n" + OK_ACCOUNT.removeprefix("parqex:\n"),
+        "parqex.base_url: 'ftp://example.invalid' is not an http(s) URL; "
+        "fix: write it like https://host[:port]",
+    ),
+    (
+        "bad-url-no-host",
+        "parqex:\n  base_url: 'https://'\n" + OK_ACCOUNT.removeprefix("parqex:\n"),
+        "parqex.base_url: 'https://' is not an http(s) URL; fix: write it like https://host[:port]",
+    ),
+    (
+        "bad-timezone",
+        "parqex:\n  timezone: Mars/Olympus\n" + OK_ACCOUNT.removeprefix("parqex:\n"),
+        "parqex.timezone: 'Mars/Olympus' is not an IANA time zone; "
+        "fix: use a name like UTC or Europe/Berlin",
+    ),
+    (
+        "timeout-not-number",
+        OK_ACCOUNT + "collection: {timeout_seconds: soon}\n",
+        "collection.timeout_seconds: input should be a valid number (got 'soon'); "
+        "fix: give a number in the allowed range",
+    ),
+    (
+        "timeout-zero",
+        OK_ACCOUNT + "collection: {timeout_seconds: 0}\n",
+        "collection.timeout_seconds: input should be greater than 0 (got 0); "
+        "fix: give a number in the allowed range",
+    ),
+    (
+        "accounts-not-list",
+        "parqex:\n  accounts: {name: home, token: a}\n",
+        "parqex.accounts: input should be a valid list (got {'name': 'home', 'token': 'a'}); "
+        "fix: see the example config.yaml for the expected structure",
+    ),
+    (
+        "source-not-mapping",
+        "parqex: yes\n",
+        "parqex: must be a mapping of keys; "
+        "fix: see the example config.yaml for the expected structure",
+    ),
+    (
+        "top-level-list",
+        "- parqex\n",
+        "the top level must be a mapping (parqex:, lametric:, ...)",
+    ),
+    (
+        "bad-yaml",
+        "parqex:\n  accounts: [\n",
+        "line 3, column 1: invalid YAML (expected the node content, but found '<stream end>'); "
+        "fix: check indentation and quoting there",
+    ),
+    (
+        "unset-env-var",
+        "parqex:\n  accounts:\n    - {name: home, token: '${DCE_TEST_UNSET_VAR}'}\n",
+        "parqex.accounts[0].token: environment variable DCE_TEST_UNSET_VAR is not set; "
+        "fix: export DCE_TEST_UNSET_VAR=... before starting, or use token_file",
+    ),
+    (
+        "no-accounts",
+        "parqex: {}\n",
+        "no accounts configured; fix: add parqex.accounts or lametric.accounts "
+        "(or run with --demo to try the exporter without one)",
+    ),
+    (
+        "missing-token-file",
+        "parqex:\n  accounts:\n    - {name: home, token_file: /nonexistent/dce-token}\n",
+        "parqex.accounts[0].token_file: cannot read /nonexistent/dce-token "
+        "(No such file or directory); fix: create the file with the access token, "
+        "readable by the exporter's user",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS]
+)
+def test_bad_config_gives_one_clear_line(text: str, expected: str) -> None:
+    os.environ.pop("DCE_TEST_UNSET_VAR", None)
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text, "test.yaml")
+    assert caught.value.problems == [f"test.yaml: {expected}"]
+
+
+def test_several_problems_are_all_reported() -> None:
+    text = "parqex:\n  timezone: Nowhere\n  accounts:\n    - {name: a, tokne: x}\nbogus: 1\n"
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text, "c.yaml")
+    assert len(caught.value.problems) == 3
+    assert all(line.startswith("c.yaml: ") and "\n" not in line for line in caught.value.problems)
+
+
+def test_env_vars_expand_and_defaults_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DCE_TOKEN", "s3cret")
+    loaded = config.parse(
+        "parqex:\n  accounts:\n    - {name: home, token: 'Bearer-${DCE_TOKEN}'}\n", "t.yaml"
+    )
+    cfg = loaded.config
+    account = cfg.parqex.accounts[0]
+    assert account.token.get_secret_value() == "Bearer-s3cret"
+    assert "s3cret" not in repr(cfg)
+    assert cfg.parqex.base_url == "https://api.parqex.com"
+    assert cfg.parqex.timezone == "UTC"
+    assert cfg.lametric is None
+    assert cfg.base_url("lametric") == "https://developer.lametric.com"
+    assert cfg.collection.timeout_seconds == 10.0
+    assert cfg.collection.timeout_offset_seconds == 0.5
+
+
+def test_token_file_is_checked_and_loose_permissions_warn(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("abc\n")
+    token.chmod(0o644)
+    text = f"lametric:\n  accounts:\n    - {{name: home, token_file: {token}}}\n"
+    loaded = config.parse(text, "t.yaml")
+    assert loaded.warnings == [
+        f"lametric.accounts[0].token_file: {token} is readable by others (mode 0644); "
+        f"fix: chmod 600 {token}"
+    ]
+    token.chmod(0o600)
+    assert config.parse(text, "t.yaml").warnings == []
+    token.write_text("  \n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text, "t.yaml")
+    assert caught.value.problems == [
+        f"t.yaml: lametric.accounts[0].token_file: {token} is empty; "
+        "fix: write the access token into it"
+    ]
+
+
+def test_a_malformed_token_is_never_echoed() -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse("parqex:\n  accounts:\n    - {name: a, token: [hunter2]}\n", "t.yaml")
+    assert "hunter2" not in str(caught.value)
+    assert "got a secret value" in str(caught.value)
+
+
+def test_shipped_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARQEX_TOKEN", "x")
+    monkeypatch.setenv("LAMETRIC_TOKEN", "y")
+    cfg = config.load(Path(__file__).parent.parent / "config.yaml").config
+    assert [source for source, _ in cfg.accounts()] == ["parqex", "lametric"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "error: {path}: file not found; fix: pass --config.file PATH or create {path}"),
+        ("parqex: [\n", "error: {path}: line 2, column 1: invalid YAML"),
+        ("parqex:\n  acounts: []\n", "error: {path}: parqex.acounts: unknown key"),
+    ],
+    ids=["missing-file", "bad-yaml", "unknown-key"],
+)
+@pytest.mark.parametrize("mode", [["--config.check"], []], ids=["check", "start"])
+def test_cli_reports_user_errors_without_traceback(
+    tmp_path: Path, content: str | None, expected: str, mode: list[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    if content is not None:
+        path.write_text(content)
+    result = run_cli(*mode, "--config.file", str(path), "--web.listen-address", "127.0.0.1:0")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(expected.format(path=path))
+    assert "Traceback" not in result.stderr
+
+
+def test_config_check_prints_what_would_be_scraped(tmp_path: Path) -> None:
+    token = tmp_path / "tok"
+    token.write_text("t")
+    token.chmod(0o600)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "parqex:\n  accounts:\n    - {name: home, token: '${DCE_T}'}\n"
+        f"lametric:\n  accounts:\n    - {{name: office, token_file: {token}}}\n"
+    )
+    result = run_cli("--config.check", "--config.file", str(path), env={"DCE_T": "zzsecretzz"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{path}: OK",
+        "  parqex account 'home': https://api.parqex.com with token (from the config)",
+        f"  lametric account 'office': https://developer.lametric.com with token_file {token}",
+        "  collection: timeout 10s, offset 0.5s, max response 16777216 bytes",
+    ]
+    assert "zzsecretzz" not in result.stdout + result.stderr
+
+
+def test_cli_rejects_a_bad_listen_address(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(OK_ACCOUNT)
+    result = run_cli("--config.file", str(path), "--web.listen-address", "localhost")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: --web.listen-address 'localhost': expected HOST:PORT such as :9862 or "
+        "127.0.0.1:9862"
+    )

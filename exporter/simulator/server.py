@@ -1,0 +1,170 @@
+"""HTTP plumbing for the simulator: a threaded loopback server that knows nothing of the clouds.
+
+It turns each request into a :class:`RecordedRequest`, asks the simulation for a
+:class:`Response` and writes it (gzipped when the client accepts gzip), over keep-alive
+HTTP/1.1 as the real clouds do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import ipaddress
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+CONTROL_PREFIX = "/_sim/"
+_GZIP_LEVEL = 1  # the simulator must not be a benchmark's bottleneck; the ratio does not matter
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request to a simulated cloud endpoint, kept so tests can check what a client sent."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    started: float  # time.monotonic() on arrival
+    token: str | None  # the bearer token, if the request carried one
+    client_port: int = 0  # the client's source port: equal ports mean a reused connection
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str | None = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    verbatim: bool = False  # sent exactly as given, never gzipped (raw fault bodies)
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(status, json.dumps(payload, separators=(",", ":")).encode())
+
+
+# Cloud requests are served inside a context so the simulation knows when a request is done.
+ServeCloud = Callable[[RecordedRequest], AbstractContextManager[Response]]
+ServeControl = Callable[[str, str, bytes], Response]
+
+
+def loopback_host(host: str) -> str:
+    """The control API has no authentication, so the simulator never listens beyond loopback."""
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if not address.is_loopback:
+        raise ValueError(
+            f"refusing to listen on {host}: not a loopback address "
+            "(the simulator's /_sim/ control API has no authentication)"
+        )
+    return host
+
+
+class LoopbackServer(ThreadingHTTPServer):
+    """Threaded server that can also hang up kept-alive connections when it stops."""
+
+    daemon_threads = True
+    block_on_close = False  # idle keep-alive clients must not make stopping hang
+    request_queue_size = 512  # benchmarks open ~200 connections at once
+
+    def __init__(
+        self, address: tuple[str, int], serve_cloud: ServeCloud, serve_control: ServeControl
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.serve_cloud = serve_cloud
+        self.serve_control = serve_control
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake handler threads blocked on idle keep-alive sockets so they exit."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):  # the client may already be gone
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients hanging up (timeouts, stopping) are normal; only report real bugs."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real clouds and the exporter use
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms ACK waits
+    server: LoopbackServer
+
+    def _serve(self) -> None:
+        url = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if url.path.startswith(CONTROL_PREFIX):
+            self._send(self.server.serve_control(self.command, url.path, body))
+            return
+        request = RecordedRequest(
+            method=self.command,
+            path=url.path,
+            query=dict(parse_qsl(url.query, keep_blank_values=True)),
+            headers={name.lower(): value for name, value in self.headers.items()},
+            body=body,
+            started=time.monotonic(),
+            token=self._bearer_token(),
+            client_port=self.client_address[1],
+        )
+        with self.server.serve_cloud(request) as response:
+            self._send(response)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: an access log line per request would drown test and benchmark output."""
+
+    def _bearer_token(self) -> str | None:
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return token.strip() or None
+
+    def _send(self, response: Response) -> None:
+        body = response.body
+        headers = {"Content-Type": response.content_type} if response.content_type else {}
+        if not response.verbatim and "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=_GZIP_LEVEL)
+            headers["Content-Encoding"] = "gzip"
+        headers.update(response.headers)
+        headers["Content-Length"] = str(len(body))
+        self.send_response(response.status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)

@@ -1,0 +1,507 @@
+"""The simulated cloud, exercised over real HTTP on 127.0.0.1 as the exporter would use it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from exporter.simulator import SimulatedCloud
+
+SIMDATA = Path(__file__).parent.parent / "exporter" / "simdata"
+PARQEX = {"Authorization": "Bearer demo-parqex-token"}
+LAMETRIC = {"Authorization": "Bearer demo-lametric-token"}
+SYNC = "/oauth/v1/endpoints/sync"
+PARQEX_TOKEN = "/oauth/v2/endpoints/token/"
+LAMETRIC_TOKEN = "/api/v2/oauth2/token"
+SEED_DOOR = "70fc7ebd63d841d9a9f06ff815be1e7c"
+SEED_DEVICE = "9d9e5e0e093a06d5f16e1116d108d0c7"
+PARQEX_UNAUTHORIZED = {"message": "Invalid Access Token"}
+LAMETRIC_UNAUTHORIZED = {"errors": [{"message": "Unauthorized"}]}
+
+
+def seed(name: str) -> Any:
+    return json.loads((SIMDATA / name).read_text())
+
+
+def parse_parqex_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def http(base_url: str) -> httpx.Client:
+    """Plain HTTP to loopback: no TLS context to build, no proxy taken from the environment."""
+    return httpx.Client(base_url=base_url, timeout=5, verify=False, trust_env=False)
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatedCloud]:
+    with SimulatedCloud() as cloud:
+        yield cloud
+
+
+@pytest.fixture
+def client(sim: SimulatedCloud) -> Iterator[httpx.Client]:
+    with http(sim.url) as loopback:
+        yield loopback
+
+
+def door(client: httpx.Client, door_id: str) -> dict[str, Any]:
+    devices = client.get(SYNC, headers=PARQEX).json()["devices"]
+    return next(d for device in devices for d in device["doors"] if d["id"] == door_id)
+
+
+# -- the cloud APIs -------------------------------------------------------------------------
+
+
+def test_parqex_sync_serves_the_seed_exactly_gzipped(client: httpx.Client) -> None:
+    headers = {**PARQEX, "Accept-Encoding": "gzip"}
+    with client.stream("GET", SYNC, headers=headers) as response:
+        raw = b"".join(response.iter_raw())
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-encoding"] == "gzip"
+    assert int(response.headers["content-length"]) == len(raw)
+    assert json.loads(gzip.decompress(raw)) == seed("parqex_sync.json")
+
+
+def test_lametric_serves_the_seed_exactly_without_gzip_unless_asked(client: httpx.Client) -> None:
+    headers = {**LAMETRIC, "Accept-Encoding": "identity"}
+    user = client.get("/api/v2/users/me", headers=headers)
+    devices = client.get("/api/v2/users/me/devices", headers=headers)
+    assert user.json() == seed("lametric_user.json")
+    assert devices.json() == seed("lametric_devices.json")
+    assert "content-encoding" not in devices.headers
+    assert int(devices.headers["content-length"]) == len(devices.content)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", SYNC, PARQEX_UNAUTHORIZED),
+        ("GET", "/api/v2/users/me", LAMETRIC_UNAUTHORIZED),
+        ("GET", "/api/v2/users/me/devices", LAMETRIC_UNAUTHORIZED),
+        ("GET", "/api/v2/users/me/devices/18", LAMETRIC_UNAUTHORIZED),
+        ("PUT", "/api/v2/users/me/devices/18", LAMETRIC_UNAUTHORIZED),
+    ],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "Basic ZGVtbzpkZW1v"},
+        {"Authorization": "Bearer demo-parqex-token demo-lametric-token"},
+    ],
+    ids=["missing", "wrong", "not-bearer", "garbled"],
+)
+def test_every_data_endpoint_checks_the_bearer_token(
+    client: httpx.Client, method: str, path: str, expected: dict, headers: dict[str, str]
+) -> None:
+    response = client.request(method, path, headers=headers, json={"name": "x"})
+    assert response.status_code == 401
+    assert response.json() == expected
+
+
+def test_a_token_of_one_cloud_does_not_open_the_other(client: httpx.Client) -> None:
+    assert client.get(SYNC, headers=LAMETRIC).status_code == 401
+    assert client.get("/api/v2/users/me", headers=PARQEX).status_code == 401
+
+
+def test_lametric_device_by_id_and_unknown_ids(client: httpx.Client) -> None:
+    assert (
+        client.get("/api/v2/users/me/devices/18", headers=LAMETRIC).json()
+        == seed("lametric_devices.json")[0]
+    )
+    for unknown in ("19", "abc"):
+        response = client.get(f"/api/v2/users/me/devices/{unknown}", headers=LAMETRIC)
+        assert response.status_code == 404
+        assert response.json() == {"errors": [{"message": "Not found"}]}
+
+
+def test_put_renames_the_device(client: httpx.Client) -> None:
+    path = "/api/v2/users/me/devices/18"
+    response = client.put(path, headers=LAMETRIC, json={"name": "Device @ Work"})
+    assert response.json() == {"success": {"id": 18, "name": "Device @ Work"}}
+    assert client.get(path, headers=LAMETRIC).json()["name"] == "Device @ Work"
+    assert client.put(path, headers=LAMETRIC, content=b"not json").status_code == 400
+
+
+def test_unknown_path_is_a_json_404(client: httpx.Client) -> None:
+    response = client.get("/oauth/v1/endpoints/nothing", headers=PARQEX)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["path"] == "/oauth/v1/endpoints/nothing"
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+
+def parqex_refresh(
+    client: httpx.Client, refresh_token: str, secret: str = "s3cret"
+) -> httpx.Response:
+    params = {
+        "client_id": "cid",
+        "client_secret": secret,
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+    }
+    return client.get(PARQEX_TOKEN, params=params)
+
+
+def lametric_refresh(
+    client: httpx.Client, refresh_token: str, secret: str = "s3cret"
+) -> httpx.Response:
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": "cid",
+        "client_secret": secret,
+    }
+    return client.post(LAMETRIC_TOKEN, data=form)
+
+
+def test_parqex_refresh_tokens_rotate(sim: SimulatedCloud, client: httpx.Client) -> None:
+    sim.add_oauth_client("parqex", "cid", "s3cret", "refresh-0", "demo-parqex-token")
+    sim.token_expires_in = 60
+    first = parqex_refresh(client, "refresh-0")
+    assert first.status_code == 200
+    tokens = first.json()
+    assert tokens["token_type"] == "Bearer"
+    assert tokens["expires_in"] == 60
+    assert client.get(SYNC, headers=bearer(tokens["access_token"])).json() == seed(
+        "parqex_sync.json"
+    )
+    reused = parqex_refresh(client, "refresh-0")
+    assert (reused.status_code, reused.json()) == (400, {"error": "invalid_grant"})
+    assert parqex_refresh(client, tokens["refresh_token"], secret="wrong").status_code == 400
+    assert parqex_refresh(client, tokens["refresh_token"]).status_code == 200
+
+
+def test_lametric_refresh_tokens_rotate(sim: SimulatedCloud, client: httpx.Client) -> None:
+    sim.add_oauth_client("lametric", "cid", "s3cret", "refresh-0", "demo-lametric-token")
+    tokens = lametric_refresh(client, "refresh-0").json()
+    assert tokens["expires_in"] == 3600
+    user = client.get("/api/v2/users/me", headers=bearer(tokens["access_token"]))
+    assert user.json() == seed("lametric_user.json")
+    reused = lametric_refresh(client, "refresh-0")
+    assert (reused.status_code, reused.json()) == (401, LAMETRIC_UNAUTHORIZED)
+    assert lametric_refresh(client, tokens["refresh_token"], secret="wrong").status_code == 401
+    assert lametric_refresh(client, tokens["refresh_token"]).status_code == 200
+
+
+def test_refresh_tokens_of_one_cloud_are_unknown_to_the_other(
+    sim: SimulatedCloud, client: httpx.Client
+) -> None:
+    sim.add_oauth_client("parqex", "cid", "s3cret", "refresh-0", "demo-parqex-token")
+    assert lametric_refresh(client, "refresh-0").status_code == 401
+    assert parqex_refresh(client, "refresh-0").status_code == 200
+
+
+def test_revoked_access_token_is_rejected(sim: SimulatedCloud, client: httpx.Client) -> None:
+    sim.revoke_access_token("demo-parqex-token")
+    assert client.get(SYNC, headers=PARQEX).status_code == 401
+    with pytest.raises(KeyError):
+        sim.revoke_access_token("never-issued")
+
+
+# -- state changes --------------------------------------------------------------------------
+
+
+def test_set_door_without_time_toggles_it_now(sim: SimulatedCloud, client: httpx.Client) -> None:
+    sim.set_door(SEED_DOOR, state="CLOSED", battery=42)
+    changed = door(client, SEED_DOOR)
+    assert changed["state"] == "CLOSED"
+    assert changed["bluetooth_sensor_battery_level"] == 42
+    age = datetime.now(UTC) - parse_parqex_time(changed["last_toggled"])
+    assert timedelta(0) <= age < timedelta(seconds=5)
+
+
+def test_set_door_writes_datetimes_in_utc(sim: SimulatedCloud, client: httpx.Client) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    sim.set_door(
+        SEED_DOOR, state="OPEN", last_toggled=datetime(2024, 1, 2, 5, 4, 5, tzinfo=plus_two)
+    )
+    assert door(client, SEED_DOOR)["last_toggled"] == "2024-01-02 03:04:05"
+    sim.set_door(SEED_DOOR, bluetooth_sensor=True)
+    assert door(client, SEED_DOOR)["last_toggled"] == "2024-01-02 03:04:05"
+    assert door(client, SEED_DOOR)["bluetooth_sensor"] is True
+
+
+def test_set_parqex_device_overwrites_raw_fields(sim: SimulatedCloud, client: httpx.Client) -> None:
+    contact = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    sim.set_parqex_device(SEED_DEVICE, last_contact=contact, active=False, registered=False)
+    device = client.get(SYNC, headers=PARQEX).json()["devices"][0]
+    assert (device["last_contact"], device["active"], device["registered"]) == (
+        "2025-03-04 05:06:07",
+        False,
+        False,
+    )
+
+
+def test_state_changes_of_unknown_ids_raise_key_error(sim: SimulatedCloud) -> None:
+    with pytest.raises(KeyError):
+        sim.set_door("0" * 32, state="OPEN")
+    with pytest.raises(KeyError):
+        sim.set_parqex_device("0" * 32, active=False)
+    with pytest.raises(KeyError):
+        sim.set_lametric_device(19, name="x")
+
+
+def test_live_mode_reports_last_contact_as_now() -> None:
+    with SimulatedCloud(live=True) as cloud, http(cloud.url) as client:
+        devices = client.get(SYNC, headers=PARQEX).json()["devices"]
+    for device in devices:
+        age = datetime.now(UTC) - parse_parqex_time(device["last_contact"])
+        assert timedelta(0) <= age < timedelta(seconds=5)
+
+
+def test_added_accounts_are_separate(sim: SimulatedCloud, client: httpx.Client) -> None:
+    fleet = SimulatedCloud.generate_parqex_devices(4, doors_per_device=2, seed=7)
+    sim.add_parqex_account("fleet-token", fleet)
+    sim.add_lametric_account("clock-token", devices=SimulatedCloud.generate_lametric_devices(3))
+    assert client.get(SYNC, headers=bearer("fleet-token")).json() == {"devices": fleet}
+    clocks = client.get("/api/v2/users/me/devices", headers=bearer("clock-token")).json()
+    assert len(clocks) == 3
+    assert client.get(SYNC, headers=PARQEX).json() == seed("parqex_sync.json")
+    with pytest.raises(ValueError):
+        sim.add_parqex_account("fleet-token")
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+def test_latency_delays_matching_requests_only(sim: SimulatedCloud, client: httpx.Client) -> None:
+    sim.set_latency(0.2, "/oauth/")
+    started = time.perf_counter()
+    assert client.get(SYNC, headers=PARQEX).status_code == 200
+    assert time.perf_counter() - started >= 0.2
+    sim.set_latency(30)  # "/" : control endpoints must still answer at once
+    assert client.get("/_sim/stats", timeout=5).status_code == 200
+
+
+def test_fail_once_then_normal(sim: SimulatedCloud, client: httpx.Client) -> None:
+    sim.fail(SYNC, 503, {"message": "busy"}, headers={"Retry-After": "7"}, times=1)
+    failed = client.get(SYNC, headers=PARQEX)
+    assert (failed.status_code, failed.json(), failed.headers["retry-after"]) == (
+        503,
+        {"message": "busy"},
+        "7",
+    )
+    assert client.get(SYNC, headers=PARQEX).status_code == 200
+
+
+def test_fail_until_cleared_and_longest_prefix_wins(
+    sim: SimulatedCloud, client: httpx.Client
+) -> None:
+    sim.fail("/", 500)
+    sim.fail("/api/v2/users/me/devices", 429, "slow down", content_type="text/plain")
+    limited = client.get("/api/v2/users/me/devices", headers=LAMETRIC)
+    assert (limited.status_code, limited.text) == (429, "slow down")
+    assert client.get(SYNC, headers=PARQEX).json() == {"message": "Internal Server Error"}
+    assert client.get(SYNC, headers=PARQEX).status_code == 500
+    sim.clear_faults()
+    assert client.get(SYNC, headers=PARQEX).status_code == 200
+
+
+def test_respond_raw_sends_bytes_verbatim(sim: SimulatedCloud, client: httpx.Client) -> None:
+    truncated = gzip.compress(json.dumps(seed("parqex_sync.json")).encode())[:50]
+    sim.respond_raw(SYNC, truncated, content_type="application/json", content_encoding="gzip")
+    headers = {**PARQEX, "Accept-Encoding": "gzip"}
+    with client.stream("GET", SYNC, headers=headers) as response:
+        raw = b"".join(response.iter_raw())
+    assert raw == truncated
+    assert response.headers["content-encoding"] == "gzip"
+    sim.respond_raw("/api/", b"<html>Bad Gateway</html>", status=502, times=1)
+    page = client.get("/api/v2/users/me", headers=LAMETRIC)
+    assert (page.status_code, page.headers["content-type"], page.text) == (
+        502,
+        "text/html",
+        "<html>Bad Gateway</html>",
+    )
+
+
+# -- observation ----------------------------------------------------------------------------
+
+
+def test_requests_are_recorded(sim: SimulatedCloud, client: httpx.Client) -> None:
+    client.get(SYNC, headers={**PARQEX, "X-Probe": "1"}, params={"a": "b"})
+    client.get("/_sim/stats")
+    (recorded,) = sim.requests
+    assert (recorded.method, recorded.path, recorded.query) == ("GET", SYNC, {"a": "b"})
+    assert (recorded.token, recorded.headers["x-probe"]) == ("demo-parqex-token", "1")
+    assert sim.request_count("/oauth/") == 1
+    assert sim.request_count("/api/") == 0
+
+
+def test_max_in_flight_counts_concurrent_requests(sim: SimulatedCloud) -> None:
+    sim.set_latency(0.2, SYNC)
+    sim.add_parqex_account("other")
+
+    def fetch(token: str) -> int:
+        with http(sim.url) as client:  # one connection each, so they can overlap
+            return client.get(SYNC, headers=bearer(token)).status_code
+
+    tokens = ["demo-parqex-token"] * 3 + ["other"]
+    with ThreadPoolExecutor(len(tokens)) as pool:
+        assert list(pool.map(fetch, tokens)) == [200] * 4
+    assert sim.max_in_flight() == 4
+    assert sim.max_in_flight(SYNC, token="demo-parqex-token") == 3
+    assert sim.max_in_flight(SYNC, token="other") == 1
+    assert sim.max_in_flight("/api/") == 0
+    sim.reset_stats()
+    assert (sim.max_in_flight(), sim.request_count(), sim.requests) == (0, 0, [])
+
+
+def test_sequential_requests_are_never_in_flight_together(
+    sim: SimulatedCloud, client: httpx.Client
+) -> None:
+    for _ in range(5):
+        client.get(SYNC, headers=PARQEX)
+    assert (sim.request_count(), sim.max_in_flight()) == (5, 1)
+
+
+def test_stop_hangs_up_kept_alive_connections(sim: SimulatedCloud, client: httpx.Client) -> None:
+    assert client.get(SYNC, headers=PARQEX).status_code == 200
+    sim.stop()
+    with pytest.raises(httpx.TransportError):
+        client.get(SYNC, headers=PARQEX)
+
+
+# -- control over HTTP ----------------------------------------------------------------------
+
+
+def test_control_endpoints_change_state(sim: SimulatedCloud, client: httpx.Client) -> None:
+    toggled = {"door_id": SEED_DOOR, "state": "CLOSED", "last_toggled": "2024-05-06 07:08:09"}
+    assert client.post("/_sim/door", json=toggled).json() == {"ok": True}
+    assert door(client, SEED_DOOR)["last_toggled"] == "2024-05-06 07:08:09"
+    client.post("/_sim/parqex_device", json={"device_id": SEED_DEVICE, "active": False})
+    assert client.get(SYNC, headers=PARQEX).json()["devices"][0]["active"] is False
+    client.post("/_sim/lametric_device", json={"device_id": 18, "state": "banned"})
+    clock = client.get("/api/v2/users/me/devices/18", headers=LAMETRIC).json()
+    assert clock["state"] == "banned"
+
+
+def test_control_endpoints_create_accounts(client: httpx.Client) -> None:
+    created = client.post("/_sim/parqex_account", json={"token": "t", "devices": 3})
+    assert created.json() == {"ok": True, "token": "t", "devices": 3}
+    devices = client.get(SYNC, headers=bearer("t")).json()["devices"]
+    assert [len(d["doors"]) for d in devices] == [3, 3, 3]
+    client.post("/_sim/lametric_account", json={"token": "t", "devices": 2})
+    clocks = client.get("/api/v2/users/me/devices", headers=bearer("t")).json()
+    user = client.get("/api/v2/users/me", headers=bearer("t")).json()
+    assert len(clocks) == user["private_device_count"] == 2
+
+
+def test_control_endpoints_inject_faults(client: httpx.Client) -> None:
+    client.post("/_sim/fail", json={"path_prefix": "/oauth/", "status": 502, "times": 1})
+    assert client.get(SYNC, headers=PARQEX).status_code == 502
+    assert client.get(SYNC, headers=PARQEX).status_code == 200
+    client.post("/_sim/latency", json={"seconds": 0.1, "path_prefix": SYNC})
+    started = time.perf_counter()
+    client.get(SYNC, headers=PARQEX)
+    assert time.perf_counter() - started >= 0.1
+    client.post("/_sim/fail", json={"path_prefix": "/", "status": 500})
+    client.post("/_sim/clear_faults")
+    assert client.get(SYNC, headers=PARQEX).status_code == 200
+
+
+def test_control_stats_and_reset(client: httpx.Client) -> None:
+    client.get(SYNC, headers=PARQEX)
+    client.get("/api/v2/users/me", headers=LAMETRIC)
+    client.get("/api/v2/users/me", headers=LAMETRIC)
+    assert client.get("/_sim/stats").json() == {
+        "requests": 3,
+        "by_path": {SYNC: 1, "/api/v2/users/me": 2},
+        "max_in_flight": {SYNC: 1, "/api/v2/users/me": 1},
+    }
+    client.post("/_sim/reset_stats")
+    assert client.get("/_sim/stats").json()["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/_sim/door", {"door_id": "nope", "state": "OPEN"}, 404),
+        ("POST", "/_sim/lametric_device", {"device_id": 19, "name": "x"}, 404),
+        ("POST", "/_sim/door", {"state": "OPEN"}, 400),
+        ("POST", "/_sim/latency", ["not", "an", "object"], 400),
+        ("POST", "/_sim/nothing", {}, 404),
+        ("GET", "/_sim/door", None, 404),
+    ],
+)
+def test_control_errors(
+    client: httpx.Client, method: str, path: str, body: Any, status: int
+) -> None:
+    response = client.request(method, path, json=body)
+    assert response.status_code == status
+    assert response.json()["message"]
+
+
+# -- generated data -------------------------------------------------------------------------
+
+
+def test_generated_parqex_devices_are_complete_unique_and_reproducible() -> None:
+    devices = SimulatedCloud.generate_parqex_devices(500, doors_per_device=3, seed=1)
+    seed_device = seed("parqex_sync.json")["devices"][0]
+    door_ids = [d["id"] for device in devices for d in device["doors"]]
+    device_ids = [device["id"] for device in devices]
+    assert len(set(device_ids + door_ids)) == 500 * 4
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in device_ids + door_ids)
+    assert all(device.keys() == seed_device.keys() for device in devices)
+    assert all(d.keys() == seed_device["doors"][0].keys() for dv in devices for d in dv["doors"])
+    assert SimulatedCloud.generate_parqex_devices(500, seed=1) == devices
+    assert SimulatedCloud.generate_parqex_devices(1, seed=2)[0]["id"] not in device_ids
+
+
+def test_generated_lametric_devices_are_complete_and_unique() -> None:
+    devices = SimulatedCloud.generate_lametric_devices(500)
+    assert len({d["id"] for d in devices}) == 500
+    assert all(d.keys() == seed("lametric_devices.json")[0].keys() for d in devices)
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def test_cli_serves_until_sigterm() -> None:
+    command = [sys.executable, "-m", "exporter.simulator", "--listen", "127.0.0.1:0"]
+    command += ["--parqex-accounts", "2", "--devices", "2", "--doors", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:")
+        url = line.removeprefix("listening on ").strip()
+        with http(url) as client:
+            devices = client.get(SYNC, headers=bearer("parqex-token-1")).json()["devices"]
+            assert [len(d["doors"]) for d in devices] == [1, 1]
+            assert client.get(SYNC, headers=PARQEX).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=5)
+    finally:
+        process.kill()
+    assert (process.returncode, out, err) == (0, "", "")
+
+
+def test_cli_refuses_a_non_loopback_address() -> None:
+    command = [sys.executable, "-m", "exporter.simulator", "--listen", "0.0.0.0:0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1
+    assert "not a loopback address" in result.stderr

@@ -15,7 +15,13 @@ from exporter.secret import Secret
 
 
 class TokenSource(Protocol):
-    async def token(self) -> Secret: ...
+    async def token(self) -> Secret:
+        """The access token to send now."""
+        ...
+
+    async def rejected(self, token: Secret) -> bool:
+        """The cloud answered 401/403 to `token`: True if a retry with `token()` may succeed."""
+        ...
 
 
 class StaticToken:
@@ -24,6 +30,9 @@ class StaticToken:
 
     async def token(self) -> Secret:
         return self._value
+
+    async def rejected(self, token: Secret) -> bool:
+        return False  # the same token again would fail the same way
 
     def __repr__(self) -> str:
         return "StaticToken(***)"
@@ -42,6 +51,13 @@ class FileToken:
         if not value:
             raise UpstreamError("token", f"token file {self.path} is empty")
         return Secret(value)
+
+    async def rejected(self, token: Secret) -> bool:
+        """Worth a retry only if someone rotated the file since we read it."""
+        try:
+            return (await self.token()) != token
+        except UpstreamError:
+            return False
 
     def __repr__(self) -> str:
         return f"FileToken({str(self.path)!r})"

@@ -105,9 +105,8 @@ class AccountWorker:
 
     async def _run(self) -> Snapshot:
         try:
-            token = (await self._tokens.token()).reveal()
             async with asyncio.timeout(self._fetch_timeout):
-                snapshot = await self._fetch(token)
+                snapshot = await self._fetch_with_token()
         except TimeoutError:
             error = UpstreamError("timeout", f"no answer within {self._fetch_timeout:g}s")
             if not (self._flight and self._flight.timeout_counted):  # a waiter counted it already
@@ -126,6 +125,16 @@ class AccountWorker:
             raise UpstreamError("internal", f"{type(exc).__name__} while collecting") from None
         self._succeeded(snapshot)
         return snapshot
+
+    async def _fetch_with_token(self) -> Snapshot:
+        """Fetch once; after a 401/403, once more if the token source has a fresh token."""
+        token = await self._tokens.token()
+        try:
+            return await self._fetch(token.reveal())
+        except UpstreamError as error:
+            if error.reason != "auth" or not await self._tokens.rejected(token):
+                raise
+        return await self._fetch((await self._tokens.token()).reveal())
 
     def _outcome(self, snapshot: Snapshot | None, reason: str | None, took: float) -> Outcome:
         return Outcome(self.source, self.name, snapshot, reason, took, self._last_success)

@@ -405,3 +405,32 @@ def test_a_bug_in_one_account_does_not_fail_the_scrape(
     assert [r.getMessage() for r in caplog.records] == [
         "collection crashed; please report this"
     ] * 2
+
+
+def test_a_rejected_token_is_retried_once_when_the_token_file_was_rotated(
+    router: respx.Router, start_engine: Callable[[str], Scraper], tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("old")
+    token.chmod(0o600)
+
+    def rotate_then_reject(request: httpx.Request) -> httpx.Response:
+        if request.headers["Authorization"] == "Bearer old":
+            token.write_text("new")  # an outside job renews the token meanwhile
+            return httpx.Response(401, json={"message": "Invalid Access Token"})
+        return good_sync()
+
+    route = router.get(SYNC).mock(side_effect=rotate_then_reject)
+    scraper = start_engine(
+        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
+        f"    - {{name: home, token_file: {token}}}\n"
+    )
+    out = scrape(scraper)
+    assert value(out, "parqex_up", account="home") == 1
+    assert [c.request.headers["Authorization"] for c in route.calls] == ["Bearer old", "Bearer new"]
+    # a static token is not retried: the same token would fail the same way
+    route.reset()
+    token.write_text("old")
+    route.mock(return_value=httpx.Response(401, json={"message": "Invalid Access Token"}))
+    assert value(scrape(scraper), "parqex_up", account="home") == 0
+    assert len(route.calls) == 1

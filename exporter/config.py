@@ -141,8 +141,18 @@ class CollectionConfig(_Strict):
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     timeout_offset_seconds: float = Field(default=0.5, ge=0, le=60)
     max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    cache_seconds: float = Field(default=0.0, ge=0, le=3600)
+    backoff_base_seconds: float = Field(default=30.0, gt=0, le=3600)
+    backoff_max_seconds: float = Field(default=900.0, gt=0, le=86400)
 
-    @field_validator("timeout_seconds", "timeout_offset_seconds", mode="before")
+    @field_validator(
+        "timeout_seconds",
+        "timeout_offset_seconds",
+        "cache_seconds",
+        "backoff_base_seconds",
+        "backoff_max_seconds",
+        mode="before",
+    )
     @classmethod
     def _int_is_float(cls, value: Any) -> Any:
         # strict mode would refuse `timeout_seconds: 10`; an int is a fine number of seconds.

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 import httpx
 
 from exporter.auth import TokenSource, token_source
+from exporter.backoff import Backoff
 from exporter.clients.http import REASONS, UpstreamError, new_client
 from exporter.clients.lametric import LametricClient
 from exporter.clients.parqex import ParqexClient
-from exporter.config import Config, SourceName
+from exporter.config import CollectionConfig, Config, SourceName
 from exporter.sources import Snapshot, fetch_lametric, fetch_parqex, undocumented_states
 
 log = logging.getLogger(__name__)
@@ -74,24 +75,32 @@ class AccountWorker:
         tokens: TokenSource,
         fetch: Fetch,
         stats: _Stats,
-        fetch_timeout: float,
+        policy: CollectionConfig,
     ) -> None:
         self.source = source
         self.name = name
         self._tokens = tokens
         self._fetch = fetch
         self._stats = stats
-        self._fetch_timeout = fetch_timeout
+        self._fetch_timeout = policy.timeout_seconds
+        self._cache_seconds = policy.cache_seconds
+        self.backoff = Backoff(policy.backoff_base_seconds, policy.backoff_max_seconds)
         self._flight: _Flight | None = None
+        self._cached: tuple[float, Snapshot] | None = None  # (monotonic time, snapshot)
         self._last_success: float | None = None
         self._last_failure: tuple[object, ...] | None = None
         for reason in REASONS:  # zero from the start, so rate() and increase() work
             stats.errors[(source, name, reason)] += 0
 
     async def collect(self, budget: float) -> Outcome:
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < self._cache_seconds:
+            return self._outcome(self._cached[1], None, 0.0)
         flight = self._flight
         if flight is None or flight.task.done():
-            flight = self._flight = _Flight(asyncio.create_task(self._run()), time.monotonic())
+            if skip := self.backoff.active(now):
+                return self._outcome(None, skip, 0.0)  # the cloud asked us to wait
+            flight = self._flight = _Flight(asyncio.create_task(self._run()), now)
         try:
             snapshot = await asyncio.wait_for(asyncio.shield(flight.task), budget)
         except TimeoutError:
@@ -140,6 +149,7 @@ class AccountWorker:
         return Outcome(self.source, self.name, snapshot, reason, took, self._last_success)
 
     def _failed(self, error: UpstreamError) -> None:
+        self.backoff.failed(error, time.monotonic(), time.time())
         self._stats.errors[(self.source, self.name, error.reason)] += 1
         signature = (error.reason, error.status, error.message)
         level = logging.WARNING if signature != self._last_failure else logging.DEBUG
@@ -158,6 +168,8 @@ class AccountWorker:
 
     def _succeeded(self, snapshot: Snapshot) -> None:
         self._last_success = time.time()
+        self._cached = (time.monotonic(), snapshot)
+        self.backoff.succeeded()
         if self._last_failure is not None:
             log.info("collection recovered", extra={"source": self.source, "account": self.name})
             self._last_failure = None
@@ -221,7 +233,12 @@ class Engine:
             fetchers["lametric"] = lambda token: fetch_lametric(lametric, token)
         self.workers = [
             AccountWorker(
-                source, account.name, token_source(account), fetchers[source], self.stats, timeout
+                source,
+                account.name,
+                token_source(account),
+                fetchers[source],
+                self.stats,
+                config.collection,
             )
             for source, account in accounts
         ]

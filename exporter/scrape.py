@@ -13,6 +13,9 @@ from prometheus_client.metrics_core import Metric
 from exporter.collectors import lametric, own, parqex
 from exporter.engine import Engine
 
+# Health metrics describe this very scrape, even when the data comes from the cache.
+LIVE_SUFFIXES = ("_up", "_scrape_duration_seconds", "_last_success_timestamp_seconds")
+
 
 class Scraper:
     """Renders `/metrics`; process, platform and GC metrics come from prometheus-client."""
@@ -48,8 +51,12 @@ class Scraper:
         now = self._clock()
         yield from self._process.collect()
         yield from own.families(self.engine, budget)
-        yield from parqex.families(outcomes, now)
-        yield from lametric.families(outcomes, now)
+        cache = self.engine.config.collection.cache_seconds
+        for family in (*parqex.families(outcomes, now), *lametric.families(outcomes, now)):
+            if cache > 0 and not family.name.endswith(LIVE_SUFFIXES):
+                # the Prometheus guidelines ask exporters to say when values may be old
+                family.documentation += f" Served from a cache up to {cache:g}s old."
+            yield family
 
     def render(
         self, *, accept: str | None, accept_encoding: str | None, timeout_header: str | None

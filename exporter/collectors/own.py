@@ -39,4 +39,12 @@ def families(engine: Engine, budget: float) -> list[Metric]:
     )
     for key, count in sorted(engine.stats.parse_errors.items()):
         parse_errors.add_metric(list(key), count)
-    return [build, timeout, errors, parse_errors]
+    backoff = GaugeMetricFamily(
+        "device_cloud_exporter_backoff_until_timestamp_seconds",
+        "Unix time before which the account's cloud is not called again, after a 429 "
+        "(Retry-After) or repeated 5xx answers; 0 when not backing off.",
+        labels=["source", "account"],
+    )
+    for worker in engine.workers:
+        backoff.add_metric([worker.source, worker.name], worker.backoff.until_wall)
+    return [build, timeout, errors, parse_errors, backoff]

@@ -11,6 +11,8 @@ import logging
 import sys
 import time
 
+from exporter.secret import redact
+
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -35,7 +37,8 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
             out[key] = value
     if record.exc_info:
         out["exception"] = logging.Formatter().formatException(record.exc_info)
-    return out
+    # the last line of defence: no secret the process knows leaves it through a log line
+    return {key: redact(v) if isinstance(v, str) else v for key, v in out.items()}
 
 
 class LogfmtFormatter(logging.Formatter):

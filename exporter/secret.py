@@ -40,6 +40,12 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
+    def __copy__(self) -> Secret:
+        return self  # immutable: copies (deepcopy, dataclasses.replace) may share it
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
+        return self
+
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("a Secret is not pickled, so it cannot leak through a pickle")
 

@@ -95,34 +95,58 @@ async def request_json(
     auth_hint: str = "",
 ) -> Any:
     """Send an authorised request and return decoded JSON, or raise UpstreamError."""
-    headers = {"Authorization": f"Bearer {token}"}
+    what = f"{method} {_path(url)}"
     try:
-        async with client.stream(method, url, headers=headers, json=json_body) as response:
-            if response.status_code >= 300:
+        body, content_type = await _exchange(
+            client, method, url, token, json_body, max_bytes, auth_hint
+        )
+    except httpx.HTTPError as exc:
+        failure = _transport_error(exc, what, token)
+    else:
+        return decode_json(body, content_type, what)
+    # Raised outside the except block, so the httpx exception (whose request holds the
+    # Authorization header) is not kept as this error's __context__.
+    raise failure
+
+
+async def _exchange(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    token: str,
+    json_body: Any,
+    max_bytes: int,
+    hint: str,
+) -> tuple[bytes, str]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with client.stream(method, url, headers=headers, json=json_body) as response:
+        if response.status_code >= 300:
+            try:
                 body = await _read_limited(response, ERROR_BODY_LIMIT, tolerate_overflow=True)
-                raise _status_error(response, body, token, auth_hint)
-            body = await _read_limited(response, max_bytes)
-    except httpx.TimeoutException:
-        raise UpstreamError("timeout", f"{method} {_path(url)} timed out") from None
-    except httpx.TooManyRedirects:
-        raise UpstreamError("http_4xx", f"{method} {_path(url)}: too many redirects") from None
-    except httpx.DecodingError:
-        raise UpstreamError(
-            "decode", f"{method} {_path(url)}: the answer cannot be decoded"
-        ) from None
-    except httpx.TransportError as exc:
-        raise UpstreamError(
-            "connect", f"{method} {_path(url)}: {type(exc).__name__}: {_clean(str(exc), token)}"
-        ) from None
-    return decode_json(body, response.headers.get("content-type", ""), f"{method} {_path(url)}")
+            except UpstreamError:
+                body = b""  # an unreadable error page must not hide the status behind it
+            raise _status_error(response, body, token, hint)
+        body = await _read_limited(response, max_bytes)
+        return body, response.headers.get("content-type", "")
+
+
+def _transport_error(exc: httpx.HTTPError, what: str, token: str) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError("timeout", f"{what} timed out")
+    if isinstance(exc, httpx.TooManyRedirects):
+        return UpstreamError("http_4xx", f"{what}: too many redirects")
+    if isinstance(exc, httpx.DecodingError):
+        return UpstreamError("decode", f"{what}: the answer cannot be decoded")
+    return UpstreamError("connect", f"{what}: {type(exc).__name__}: {_clean(str(exc), token)}")
 
 
 def decode_json(body: bytes, content_type: str, what: str) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         kind = content_type.split(";")[0].strip() or "no content type"
-        raise UpstreamError("decode", f"{what}: the answer is not JSON ({kind})") from None
+        failure = UpstreamError("decode", f"{what}: the answer is not JSON ({kind})")
+    raise failure
 
 
 async def _read_limited(
@@ -163,10 +187,10 @@ async def _read_limited(
 def _status_error(response: httpx.Response, body: bytes, token: str, hint: str) -> UpstreamError:
     status = response.status_code
     reason = reason_for_status(status)
-    message = upstream_message(body, response.headers.get("content-type", ""))
+    message = upstream_message(body, response.headers.get("content-type", ""), secret=token)
     text = f"HTTP {status} from {response.request.method} {_path(str(response.request.url))}"
     if message:
-        text += f": {_clean(message, token)}"
+        text += f": {message}"
     if reason == "auth" and hint:
         text += f" ({hint})"
     return UpstreamError(
@@ -177,11 +201,13 @@ def _status_error(response: httpx.Response, body: bytes, token: str, hint: str) 
     )
 
 
-def upstream_message(body: bytes, content_type: str) -> str:
-    """The upstream's own words about an error, short and on one line."""
+def upstream_message(body: bytes, content_type: str, *, secret: str = "") -> str:
+    """The upstream's own words about an error, short and on one line, `secret` masked."""
+    if secret:  # before any shortening, so no part of it can survive a cut
+        body = body.replace(secret.encode(), b"***")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         data = None
     if isinstance(data, dict):
         errors = data.get("errors")

@@ -60,6 +60,7 @@ class LametricClient:
         if not (
             isinstance(success, dict)
             and isinstance(success.get("id"), int | str)
+            and not isinstance(success.get("id"), bool)
             and isinstance(success.get("name"), str)
         ):
             raise UpstreamError("decode", "PUT device: the answer has no success.id/success.name")

@@ -7,9 +7,11 @@ the device, the account or the scrape.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +19,7 @@ class Problem:
     """A skipped field: `field` is `object.key` (e.g. `door.state`), `reason` a short word."""
 
     field: str
-    reason: str  # missing | null | wrong_type | out_of_range | bad_format
+    reason: str  # missing | null | wrong_type | out_of_range | bad_format | duplicate
 
 
 class Reader:
@@ -74,12 +76,30 @@ class Reader:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            self.skip(key, "wrong_type")
+            self.skip(key, "wrong_type")  # NaN included: it is not a number
             return None
-        if (low is not None and value < low) or (high is not None and value > high):
+        try:
+            number = float(value)  # a 400-digit JSON integer does not fit
+        except OverflowError:
+            number = math.inf
+        if (
+            not math.isfinite(number)
+            or (low is not None and number < low)
+            or (high is not None and number > high)
+        ):
             self.skip(key, "out_of_range")
             return None
-        return float(value)
+        return number
+
+    def integer(self, key: str, *, low: int | None = None) -> int | None:
+        """A whole number; 1.5 is a bad format, 2.0 is 2."""
+        number = self.number(key, low=low)
+        if number is None:
+            return None
+        if not number.is_integer():
+            self.skip(key, "bad_format")
+            return None
+        return int(number)
 
     def timestamp(self, key: str, zone: tzinfo | None = None) -> float | None:
         """Seconds since the epoch; a zone-less time is read in `zone` (UTC when not given)."""
@@ -110,3 +130,28 @@ class Reader:
 
 
 _ABSENT = object()
+_Identified = TypeVar("_Identified", bound="HasId")
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+def unique(
+    items: Iterable[_Identified | None], kind: str, problems: list[Problem]
+) -> tuple[_Identified, ...]:
+    """Drop objects without an id (already counted) and repeats of an id seen before.
+
+    Two devices with one id would be two samples with one label set: Prometheus rejects such
+    a scrape whole, so the first one wins and the repeat is counted as `<kind>.id` duplicate.
+    """
+    seen: dict[str, _Identified] = {}
+    for item in items:
+        if item is None:
+            continue
+        if item.id in seen:
+            problems.append(Problem(f"{kind}.id", "duplicate"))
+        else:
+            seen[item.id] = item
+    return tuple(seen.values())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from exporter.models.fields import Problem, Reader
+from exporter.models.fields import Problem, Reader, unique
 from exporter.secret import Secret
 
 T = TypeVar("T")
@@ -67,10 +67,8 @@ def parse_devices(body: Any) -> Parsed[tuple[Device, ...]]:
         return Parsed((), (Problem("devices", "wrong_type"),))
     if not all(isinstance(item, dict) for item in body):
         problems.append(Problem("devices", "wrong_type"))
-    devices = tuple(
-        device
-        for item in body
-        if isinstance(item, dict) and (device := _device(item, problems)) is not None
+    devices = unique(
+        (_device(item, problems) for item in body if isinstance(item, dict)), "device", problems
     )
     return Parsed(devices, tuple(problems))
 
@@ -89,8 +87,13 @@ def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
         return None
     state = r.str("state")
     if state is not None:
-        state = state.strip().lower() or None
+        state = state.strip().lower()
+        if not state:
+            r.skip("state", "bad_format")
+            state = None
     api_key = raw.get("api_key")
+    if api_key is not None and not isinstance(api_key, str):
+        r.skip("api_key", "wrong_type")
     return Device(
         id=device_id,
         name=r.str("name"),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-from exporter.models.fields import Problem, Reader
+from exporter.models.fields import Problem, Reader, unique
 
 KNOWN_DOOR_STATES: tuple[str, ...] = ("OPEN", "CLOSED")
 
@@ -58,10 +58,8 @@ def parse_sync(body: Any, zone: tzinfo) -> Sync:
         problems.append(Problem("sync", "wrong_type"))
         return Sync((), tuple(problems))
     top = Reader(body, "sync", problems)
-    devices = tuple(
-        device
-        for raw in top.objects("devices")
-        if (device := _device(raw, zone, problems)) is not None
+    devices = unique(
+        (_device(raw, zone, problems) for raw in top.objects("devices")), "device", problems
     )
     return Sync(devices, tuple(problems))
 
@@ -84,9 +82,7 @@ def _device(raw: dict[str, Any], zone: tzinfo, problems: list[Problem]) -> Devic
         last_contact=r.timestamp("last_contact", zone),
         door_open_alert_threshold_seconds=r.number("time_before_door_open_alert", low=0),
         entities_controlled=r.number("number_of_entities_controlled", low=0),
-        doors=tuple(
-            door for d in r.objects("doors") if (door := _door(d, zone, problems)) is not None
-        ),
+        doors=unique((_door(d, zone, problems) for d in r.objects("doors")), "door", problems),
     )
 
 
@@ -106,11 +102,10 @@ def _door(raw: dict[str, Any], zone: tzinfo, problems: list[Problem]) -> Door | 
         if not state:
             r.skip("state", "bad_format")
             state = None
-    entity = r.number("entity_number", low=0)
     return Door(
         id=door_id,
         name=r.str("name"),
-        entity_number=int(entity) if entity is not None else None,
+        entity_number=r.integer("entity_number", low=0),
         user_relationship=r.str("user_relationship"),
         state=state,
         active=r.bool("active"),

@@ -1,4 +1,5 @@
-"""Where an account's access token comes from: the config itself, or a file read on every scrape.
+"""Where an account's access token comes from: the config itself, a file read on every scrape,
+or an OAuth 2 refresh-token grant (exporter.oauth).
 
 Reading `token_file` each time lets an outside job (a sidecar, a cron refresh) rotate the token
 without restarting the exporter.
@@ -6,11 +7,15 @@ without restarting the exporter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import httpx
+
 from exporter.clients.http import UpstreamError
-from exporter.config import Account
+from exporter.config import DEFAULT_BASE_URLS, Account, SourceName
+from exporter.oauth import OAuthToken
 from exporter.secret import Secret
 
 
@@ -20,7 +25,10 @@ class TokenSource(Protocol):
         ...
 
     async def rejected(self, token: Secret) -> bool:
-        """The cloud answered 401/403 to `token`: True if a retry with `token()` may succeed."""
+        """The cloud answered 401/403 to `token`: True if a retry with `token()` may succeed.
+
+        May raise UpstreamError when getting a fresh token failed (an OAuth refresh).
+        """
         ...
 
 
@@ -63,8 +71,23 @@ class FileToken:
         return f"FileToken({str(self.path)!r})"
 
 
-def token_source(account: Account) -> TokenSource:
+def token_source(
+    account: Account,
+    source: SourceName | None = None,
+    base_url: str | None = None,
+    new_http: Callable[[], httpx.AsyncClient] | None = None,
+) -> TokenSource:
+    """The account's token source; an oauth2 account also needs its source and an HTTP client.
+
+    `new_http` is called once, only for an oauth2 account; whoever passes it closes the client.
+    """
     if account.token is not None:
         return StaticToken(Secret(account.token.get_secret_value()))
+    if account.oauth2 is not None:
+        if source is None or new_http is None:
+            raise ValueError("an oauth2 account needs its source and an HTTP client")
+        return OAuthToken.from_config(
+            account.oauth2, source, base_url or DEFAULT_BASE_URLS[source], new_http()
+        )
     assert account.token_file is not None  # the config guarantees exactly one
     return FileToken(account.token_file)

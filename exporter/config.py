@@ -82,12 +82,85 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def _check_token_url(value: str) -> str:
+    # Never echo the value: a query string here could hold a secret.
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "token_url is not an http(s) URL; fix: write it like https://host/path/to/token "
+            "or leave it out for the cloud's documented endpoint"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(
+            "token_url has a query or fragment; fix: give only scheme, host and path "
+            "(the exporter adds the parameters)"
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "token_url contains a user or password; fix: remove it, use client_secret instead"
+        )
+    return value
+
+
+def _check_client_id(value: str) -> str:
+    if not value.strip():
+        raise ValueError("client_id is empty; fix: copy it from the vendor's developer portal")
+    return value
+
+
+TokenUrl = Annotated[str, AfterValidator(_check_token_url)]
+ClientId = Annotated[str, AfterValidator(_check_client_id)]
+
+
+class OAuth2(_Strict):
+    """The refresh-token grant; see docs/oauth2.md."""
+
+    client_id: ClientId
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    refresh_token_file: Path
+    token_url: TokenUrl | None = None  # None: the cloud's documented endpoint below base_url
+
+    @field_validator("client_secret_file", "refresh_token_file", mode="before")
+    @classmethod
+    def _path_from_str(cls, value: Any) -> Any:
+        return Path(value) if isinstance(value, str) else value
+
+    @field_validator("client_id", "client_secret", mode="before")
+    @classmethod
+    def _number_is_text(cls, value: Any) -> Any:
+        # YAML reads an all-digit id or secret as a number; it is still meant as text.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("client_secret is empty; fix: set it or use client_secret_file")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> OAuth2:
+        given = [k for k in ("client_secret", "client_secret_file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "needs exactly one of client_secret, client_secret_file; fix: "
+                + (
+                    "keep only one"
+                    if given
+                    else "add client_secret: ${ENV_VAR} or client_secret_file: PATH"
+                )
+            )
+        return self
+
+
 class Account(_Strict):
     """One cloud login; its `name` becomes the `account` label."""
 
     name: AccountName
     token: SecretStr | None = None
     token_file: Path | None = None
+    oauth2: OAuth2 | None = None
 
     @field_validator("token_file", mode="before")
     @classmethod
@@ -104,11 +177,11 @@ class Account(_Strict):
 
     @model_validator(mode="after")
     def _one_credential(self) -> Account:
-        given = [key for key in ("token", "token_file") if getattr(self, key) is not None]
+        given = [key for key in ("token", "token_file", "oauth2") if getattr(self, key) is not None]
         if len(given) != 1:
             raise ValueError(
-                "an account needs exactly one of token, token_file; fix: "
-                + ("keep only one" if given else "add token: ${ENV_VAR} or token_file: PATH")
+                "an account needs exactly one of token, token_file, oauth2; fix: "
+                + ("keep only one" if given else "add token: ${ENV_VAR}, token_file or oauth2")
             )
         return self
 
@@ -257,35 +330,69 @@ def _check_files(config: Config, name: str) -> tuple[list[str], list[str]]:
     for source in SOURCES:
         section: _Source | None = getattr(config, source)
         for index, account in enumerate(section.accounts if section else ()):
+            key = f"{source}.accounts[{index}]"
             if account.token_file is not None:
+                _check_token_file(account.token_file, f"{key}.token_file", name, problems, warnings)
+            oauth = account.oauth2
+            if oauth is not None:
+                if oauth.client_secret_file is not None:
+                    _check_token_file(
+                        oauth.client_secret_file,
+                        f"{key}.oauth2.client_secret_file",
+                        name,
+                        problems,
+                        warnings,
+                        what="client secret",
+                    )
                 _check_token_file(
-                    account.token_file,
-                    f"{source}.accounts[{index}].token_file",
+                    oauth.refresh_token_file,
+                    f"{key}.oauth2.refresh_token_file",
                     name,
                     problems,
                     warnings,
+                    what="refresh token",
+                )
+                _check_writable_dir(
+                    oauth.refresh_token_file, f"{key}.oauth2.refresh_token_file", warnings
                 )
     return problems, warnings
 
 
 def _check_token_file(
-    path: Path, key: str, name: str, problems: list[str], warnings: list[str]
+    path: Path,
+    key: str,
+    name: str,
+    problems: list[str],
+    warnings: list[str],
+    *,
+    what: str = "access token",
 ) -> None:
     try:
         content = path.read_text(encoding="utf-8")
         mode = path.stat().st_mode
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         problems.append(
             f"{name}: {key}: cannot read {path} ({_reason(exc)}); "
-            "fix: create the file with the access token, readable by the exporter's user"
+            f"fix: create the file with the {what}, readable by the exporter's user"
         )
         return
     if not content.strip():
-        problems.append(f"{name}: {key}: {path} is empty; fix: write the access token into it")
+        problems.append(f"{name}: {key}: {path} is empty; fix: write the {what} into it")
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         warnings.append(
             f"{key}: {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
             f"fix: chmod 600 {path}"
+        )
+
+
+def _check_writable_dir(path: Path, key: str, warnings: list[str]) -> None:
+    """The refresh token is replaced by a rename in its directory: that needs write access."""
+    directory = Path(os.path.realpath(path)).parent
+    if not os.access(directory, os.W_OK | os.X_OK):
+        warnings.append(
+            f"{key}: the exporter cannot write to {directory}, so it cannot save a rotated "
+            f"refresh token and will fail at the first refresh that rotates it; "
+            f"fix: make {directory} writable by the exporter's user"
         )
 
 
@@ -358,7 +465,7 @@ def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
 
 
 def _describe(value: Any, loc: tuple[Any, ...]) -> str:
-    if loc and loc[-1] == "token":
+    if loc and loc[-1] in ("token", "client_secret"):
         return "a secret value"  # never echo a credential, not even a malformed one
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

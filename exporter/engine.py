@@ -79,7 +79,7 @@ class AccountWorker:
     ) -> None:
         self.source = source
         self.name = name
-        self._tokens = tokens
+        self.tokens = tokens
         self._fetch = fetch
         self._stats = stats
         self._fetch_timeout = policy.timeout_seconds
@@ -137,13 +137,13 @@ class AccountWorker:
 
     async def _fetch_with_token(self) -> Snapshot:
         """Fetch once; after a 401/403, once more if the token source has a fresh token."""
-        token = await self._tokens.token()
+        token = await self.tokens.token()
         try:
             return await self._fetch(token.reveal())
         except UpstreamError as error:
-            if error.reason != "auth" or not await self._tokens.rejected(token):
+            if error.reason != "auth" or not await self.tokens.rejected(token):
                 raise
-        return await self._fetch((await self._tokens.token()).reveal())
+        return await self._fetch((await self.tokens.token()).reveal())
 
     def _outcome(self, snapshot: Snapshot | None, reason: str | None, took: float) -> Outcome:
         return Outcome(self.source, self.name, snapshot, reason, took, self._last_success)
@@ -198,9 +198,9 @@ class AccountWorker:
 class Engine:
     """Owns the event loop thread, the per-source HTTP clients and one worker per account."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, stats: _Stats | None = None) -> None:
         self.config = config
-        self.stats = _Stats()
+        self.stats = stats if stats is not None else _Stats()  # a reload carries them over
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="collector", daemon=True
@@ -235,7 +235,9 @@ class Engine:
             AccountWorker(
                 source,
                 account.name,
-                token_source(account),
+                token_source(
+                    account, source, config.base_url(source), lambda: self._client(timeout, 1)
+                ),
                 fetchers[source],
                 self.stats,
                 config.collection,
@@ -257,13 +259,27 @@ class Engine:
         return list(await asyncio.gather(*(w.collect(budget) for w in self.workers)))
 
     def close(self) -> None:
+        """Stop collecting: finish token refreshes in flight, cancel the rest, close sockets."""
         if not self._thread.is_alive():
             return
-
-        async def shutdown() -> None:
-            for client in self._clients:
-                await client.aclose()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=5)
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+
+    async def _shutdown(self) -> None:
+        # A refresh cut short after the cloud rotated the refresh token but before the new one
+        # reached its file would lock the account out: let refreshes finish first.
+        settles = [
+            asyncio.create_task(settle())
+            for w in self.workers
+            if (settle := getattr(w.tokens, "settle", None))
+        ]
+        if settles:
+            await asyncio.wait(settles, timeout=20)
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for client in self._clients:
+            await client.aclose()

@@ -13,6 +13,14 @@ from exporter import config
 
 OK_ACCOUNT = "parqex:\n  accounts:\n    - {name: home, token: abc}\n"
 
+OAUTH_OK = "client_id: cid, client_secret: cs, refresh_token_file: /nonexistent/dce-refresh"
+
+
+def oauth_account(fields: str, extra: str = "") -> str:
+    """One parqex account with `oauth2: {fields}` (and `extra` keys on the account)."""
+    return f"parqex:\n  accounts:\n    - {{name: home{extra}, oauth2: {{{fields}}}}}\n"
+
+
 # (case id, YAML, the one expected problem line after "test.yaml: ")
 BAD_CONFIGS = [
     (
@@ -40,13 +48,14 @@ BAD_CONFIGS = [
     (
         "no-credential",
         "parqex:\n  accounts:\n    - {name: home}\n",
-        "parqex.accounts[0]: an account needs exactly one of token, token_file; "
-        "fix: add token: ${ENV_VAR} or token_file: PATH",
+        "parqex.accounts[0]: an account needs exactly one of token, token_file, oauth2; "
+        "fix: add token: ${ENV_VAR}, token_file or oauth2",
     ),
     (
         "both-credentials",
         "parqex:\n  accounts:\n    - {name: home, token: a, token_file: /x}\n",
-        "parqex.accounts[0]: an account needs exactly one of token, token_file; fix: keep only one",
+        "parqex.accounts[0]: an account needs exactly one of token, token_file, oauth2; "
+        "fix: keep only one",
     ),
     (
         "empty-token",
@@ -141,6 +150,90 @@ BAD_CONFIGS = [
         "(No such file or directory); fix: create the file with the access token, "
         "readable by the exporter's user",
     ),
+    (
+        "oauth2-unknown-key",
+        oauth_account(OAUTH_OK + ", token_uri: 'https://id.example/token'"),
+        "parqex.accounts[0].oauth2.token_uri: unknown key (did you mean 'token_url'?); "
+        "fix: remove it or correct it",
+    ),
+    (
+        "oauth2-both-secrets",
+        oauth_account(OAUTH_OK + ", client_secret_file: /run/secrets/cs"),
+        "parqex.accounts[0].oauth2: needs exactly one of client_secret, client_secret_file; "
+        "fix: keep only one",
+    ),
+    (
+        "oauth2-no-secret",
+        oauth_account("client_id: cid, refresh_token_file: /x"),
+        "parqex.accounts[0].oauth2: needs exactly one of client_secret, client_secret_file; "
+        "fix: add client_secret: ${ENV_VAR} or client_secret_file: PATH",
+    ),
+    (
+        "oauth2-no-refresh-token-file",
+        oauth_account("client_id: cid, client_secret: cs"),
+        "parqex.accounts[0].oauth2.refresh_token_file: required key is missing; fix: add it",
+    ),
+    (
+        "oauth2-no-client-id",
+        oauth_account("client_secret: cs, refresh_token_file: /x"),
+        "parqex.accounts[0].oauth2.client_id: required key is missing; fix: add it",
+    ),
+    (
+        "oauth2-empty-client-id",
+        oauth_account("client_id: '', client_secret: cs, refresh_token_file: /x"),
+        "parqex.accounts[0].oauth2.client_id: client_id is empty; "
+        "fix: copy it from the vendor's developer portal",
+    ),
+    (
+        "oauth2-empty-client-secret",
+        oauth_account("client_id: cid, client_secret: ' ', refresh_token_file: /x"),
+        "parqex.accounts[0].oauth2.client_secret: client_secret is empty; "
+        "fix: set it or use client_secret_file",
+    ),
+    (
+        "oauth2-token-url-not-http",
+        oauth_account(OAUTH_OK + ", token_url: 'ftp://id.example/token'"),
+        "parqex.accounts[0].oauth2.token_url: token_url is not an http(s) URL; "
+        "fix: write it like https://host/path/to/token "
+        "or leave it out for the cloud's documented endpoint",
+    ),
+    (
+        "oauth2-token-url-with-query",
+        oauth_account(OAUTH_OK + ", token_url: 'https://id.example/token?client_secret=zz9'"),
+        "parqex.accounts[0].oauth2.token_url: token_url has a query or fragment; "
+        "fix: give only scheme, host and path (the exporter adds the parameters)",
+    ),
+    (
+        "oauth2-token-url-with-password",
+        oauth_account(OAUTH_OK + ", token_url: 'https://me:zz9@id.example/token'"),
+        "parqex.accounts[0].oauth2.token_url: token_url contains a user or password; "
+        "fix: remove it, use client_secret instead",
+    ),
+    (
+        "oauth2-with-token",
+        oauth_account(OAUTH_OK, extra=", token: abc"),
+        "parqex.accounts[0]: an account needs exactly one of token, token_file, oauth2; "
+        "fix: keep only one",
+    ),
+    (
+        "oauth2-with-token-file",
+        oauth_account(OAUTH_OK, extra=", token_file: /x"),
+        "parqex.accounts[0]: an account needs exactly one of token, token_file, oauth2; "
+        "fix: keep only one",
+    ),
+    (
+        "oauth2-not-mapping",
+        "parqex:\n  accounts:\n    - {name: home, oauth2: yes}\n",
+        "parqex.accounts[0].oauth2: must be a mapping of keys; "
+        "fix: see the example config.yaml for the expected structure",
+    ),
+    (
+        "oauth2-missing-refresh-token-file",
+        oauth_account(OAUTH_OK),
+        "parqex.accounts[0].oauth2.refresh_token_file: cannot read /nonexistent/dce-refresh "
+        "(No such file or directory); fix: create the file with the refresh token, "
+        "readable by the exporter's user",
+    ),
 ]
 
 
@@ -198,6 +291,96 @@ def test_token_file_is_checked_and_loose_permissions_warn(tmp_path: Path) -> Non
         f"t.yaml: lametric.accounts[0].token_file: {token} is empty; "
         "fix: write the access token into it"
     ]
+
+
+def oauth_files(tmp_path: Path) -> tuple[Path, Path]:
+    refresh = tmp_path / "state" / "home.refresh"
+    refresh.parent.mkdir()
+    refresh.write_text("rt-abc\n")
+    secret = tmp_path / "client.secret"
+    secret.write_text("cs-abc\n")
+    for path in (refresh, secret):
+        path.chmod(0o600)
+    return refresh, secret
+
+
+def test_oauth2_account_loads_and_its_files_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refresh, secret = oauth_files(tmp_path)
+    monkeypatch.setenv("DCE_CS", "zzclientsecretzz")
+    text = (
+        "lametric:\n  accounts:\n"
+        f"    - {{name: a, oauth2: {{client_id: 12345, client_secret: '${{DCE_CS}}', "
+        f"refresh_token_file: {refresh}}}}}\n"
+        f"    - {{name: b, oauth2: {{client_id: cid, client_secret_file: {secret}, "
+        f"refresh_token_file: {refresh}, token_url: 'http://127.0.0.1:8/t/'}}}}\n"
+    )
+    loaded = config.parse(text, "t.yaml")
+    assert loaded.warnings == []
+    first, second = loaded.config.lametric.accounts
+    assert first.oauth2.client_id == "12345"  # YAML's number, meant as text
+    assert first.oauth2.client_secret.get_secret_value() == "zzclientsecretzz"
+    assert first.oauth2.token_url is None  # the source's documented endpoint, chosen later
+    assert second.oauth2.client_secret_file == secret
+    assert second.oauth2.token_url == "http://127.0.0.1:8/t/"  # kept as given, slash and all
+    assert "zzclientsecretzz" not in repr(loaded.config)
+
+    refresh.chmod(0o640)
+    secret.chmod(0o604)
+    assert config.parse(text, "t.yaml").warnings == [
+        f"lametric.accounts[0].oauth2.refresh_token_file: {refresh} is readable by others "
+        f"(mode 0640); fix: chmod 600 {refresh}",
+        f"lametric.accounts[1].oauth2.client_secret_file: {secret} is readable by others "
+        f"(mode 0604); fix: chmod 600 {secret}",
+        f"lametric.accounts[1].oauth2.refresh_token_file: {refresh} is readable by others "
+        f"(mode 0640); fix: chmod 600 {refresh}",
+    ]
+
+    refresh.write_text(" \n")
+    secret.unlink()
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text, "t.yaml")
+    assert caught.value.problems == [
+        f"t.yaml: lametric.accounts[0].oauth2.refresh_token_file: {refresh} is empty; "
+        "fix: write the refresh token into it",
+        f"t.yaml: lametric.accounts[1].oauth2.client_secret_file: cannot read {secret} "
+        "(No such file or directory); fix: create the file with the client secret, "
+        "readable by the exporter's user",
+        f"t.yaml: lametric.accounts[1].oauth2.refresh_token_file: {refresh} is empty; "
+        "fix: write the refresh token into it",
+    ]
+
+
+def test_oauth2_refresh_token_directory_not_writable_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refresh, _ = oauth_files(tmp_path)
+    text = oauth_account(f"client_id: c, client_secret: s, refresh_token_file: {refresh}")
+    assert config.parse(text, "t.yaml").warnings == []
+    real_access = os.access
+    # as root, chmod cannot take write access away; ask os.access to say what a user would see
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode: False if Path(path) == refresh.parent else real_access(path, mode),
+    )
+    assert config.parse(text, "t.yaml").warnings == [
+        f"parqex.accounts[0].oauth2.refresh_token_file: the exporter cannot write to "
+        f"{refresh.parent}, so it cannot save a rotated refresh token and will fail at the "
+        f"first refresh that rotates it; fix: make {refresh.parent} writable by the "
+        "exporter's user"
+    ]
+
+
+def test_a_malformed_client_secret_is_never_echoed() -> None:
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(
+            oauth_account("client_id: c, client_secret: [hunter2], refresh_token_file: /x"),
+            "t.yaml",
+        )
+    assert "hunter2" not in str(caught.value)
+    assert "got a secret value" in str(caught.value)
 
 
 def test_a_malformed_token_is_never_echoed() -> None:

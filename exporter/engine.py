@@ -258,6 +258,25 @@ class Engine:
     async def _collect_all(self, budget: float) -> list[Outcome]:
         return list(await asyncio.gather(*(w.collect(budget) for w in self.workers)))
 
+    def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` s for fetches no scrape waits for any more (after a reload).
+
+        A scrape that timed out leaves its fetch running for the next scrape to share; closing
+        the clients under it would turn it into a `connect` error in the carried-over counters.
+        """
+
+        async def wait() -> None:
+            current = asyncio.current_task()
+            others = {task for task in asyncio.all_tasks() if task is not current}
+            if others:
+                done, _ = await asyncio.wait(others, timeout=timeout)
+                for task in done:  # already counted and logged; nobody will ask for the result
+                    if not task.cancelled():
+                        task.exception()
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(wait(), self._loop).result(timeout + 5)
+
     def close(self) -> None:
         """Stop collecting: finish token refreshes in flight, cancel the rest, close sockets."""
         if not self._thread.is_alive():

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
@@ -17,25 +21,46 @@ from exporter.engine import Engine
 LIVE_SUFFIXES = ("_up", "_scrape_duration_seconds", "_last_success_timestamp_seconds")
 
 
-class Scraper:
-    """Renders `/metrics`; process, platform and GC metrics come from prometheus-client."""
+@dataclass(frozen=True)
+class ReloadStatus:
+    """The outcome of the last config (re)load, exported like Prometheus's own."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+    successful: bool
+    last_success: float  # Unix time of the last successful load, start-up included
+
+
+class Scraper:
+    """Renders `/metrics`; process, platform and GC metrics come from prometheus-client.
+
+    The engine can be replaced while scrapes run (a config reload): each scrape uses the engine
+    it started with, and `wait_idle` tells when an engine that was replaced has no scrape left.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], float] = time.time,
+        reload_status: ReloadStatus | None = None,
+    ) -> None:
         self.engine = engine
         self._clock = clock
+        # Set by whoever can reload the config (the command line); None exports no reload metrics.
+        self.reload_status = reload_status
+        self._in_flight: Counter[Engine] = Counter()
+        self._idle = threading.Condition()
         # A registry of our own, not the global one: tests can run many exporters in one process.
         self._process = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self._process)
         PlatformCollector(registry=self._process)
         GCCollector(registry=self._process)
 
-    def budget(self, scrape_timeout_header: str | None) -> float:
+    def budget(self, scrape_timeout_header: str | None, engine: Engine | None = None) -> float:
         """Seconds each account may take: Prometheus's timeout minus an offset, capped by config.
 
         Like blackbox_exporter, the offset leaves time to render and send the answer; a header
         smaller than the offset is used whole rather than turned into nothing.
         """
-        collection = self.engine.config.collection
+        collection = (engine or self.engine).config.collection
         cap = collection.timeout_seconds
         try:
             header = float(scrape_timeout_header) if scrape_timeout_header else 0.0
@@ -46,12 +71,15 @@ class Scraper:
         wanted = header - collection.timeout_offset_seconds
         return min(cap, wanted if wanted > 0 else header)
 
-    def families(self, budget: float) -> Iterable[Metric]:
-        outcomes = self.engine.collect(budget)
+    def families(self, budget: float, engine: Engine | None = None) -> Iterable[Metric]:
+        engine = engine or self.engine
+        outcomes = engine.collect(budget)
         now = self._clock()
         yield from self._process.collect()
-        yield from own.families(self.engine, budget)
-        cache = self.engine.config.collection.cache_seconds
+        yield from own.families(engine, budget)
+        if self.reload_status is not None:
+            yield from own.reload_families(self.reload_status)
+        cache = engine.config.collection.cache_seconds
         for family in (*parqex.families(outcomes, now), *lametric.families(outcomes, now)):
             if cache > 0 and not family.name.endswith(LIVE_SUFFIXES):
                 # the Prometheus guidelines ask exporters to say when values may be old
@@ -63,12 +91,40 @@ class Scraper:
     ) -> tuple[bytes, dict[str, str]]:
         """The body and headers of a `/metrics` answer, in the format and encoding asked for."""
         encoder, content_type = choose_encoder(accept or "")
-        body = encoder(_Families(list(self.families(self.budget(timeout_header)))))
+        with self._pinned() as engine:
+            families = list(self.families(self.budget(timeout_header, engine), engine))
+        body = encoder(_Families(families))
         headers = {"Content-Type": content_type}
         if "gzip" in (accept_encoding or "").lower():
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
         return body, headers
+
+    def replace_engine(self, engine: Engine) -> Engine:
+        """Serve later scrapes from `engine`; returns the engine it replaced."""
+        with self._idle:
+            old, self.engine = self.engine, engine
+        return old
+
+    def wait_idle(self, engine: Engine, timeout: float | None = None) -> bool:
+        """Wait until no scrape uses `engine`; False if `timeout` seconds passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._in_flight[engine], timeout)
+
+    @contextmanager
+    def _pinned(self) -> Iterator[Engine]:
+        """The current engine, counted as in use until the block ends."""
+        with self._idle:
+            engine = self.engine
+            self._in_flight[engine] += 1
+        try:
+            yield engine
+        finally:
+            with self._idle:
+                self._in_flight[engine] -= 1
+                if not self._in_flight[engine]:
+                    del self._in_flight[engine]
+                    self._idle.notify_all()
 
 
 class _Families:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-READY = re.compile(r"Serving metrics on (http://\S+)/metrics")
+READY = re.compile(r"Serving metrics on (https?://\S+)/metrics")
 
 
 @dataclass

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import platform
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter import __version__
 from exporter.engine import Engine
+
+if TYPE_CHECKING:
+    from exporter.scrape import ReloadStatus
 
 
 def families(engine: Engine, budget: float) -> list[Metric]:
@@ -48,3 +52,19 @@ def families(engine: Engine, budget: float) -> list[Metric]:
     for worker in engine.workers:
         backoff.add_metric([worker.source, worker.name], worker.backoff.until_wall)
     return [build, timeout, errors, parse_errors, backoff]
+
+
+def reload_families(status: ReloadStatus) -> list[Metric]:
+    """Whether the last config reload worked, under the names Prometheus uses for its own."""
+    successful = GaugeMetricFamily(
+        "device_cloud_exporter_config_last_reload_successful",
+        "1 if the last configuration (re)load succeeded (SIGHUP or POST /-/reload), 0 if it "
+        "failed and the previous configuration is still in use.",
+        value=1.0 if status.successful else 0.0,
+    )
+    timestamp = GaugeMetricFamily(
+        "device_cloud_exporter_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration load, start-up included.",
+        value=status.last_success,
+    )
+    return [successful, timestamp]

@@ -115,11 +115,13 @@ def check_config(path: str, web_path: str = "") -> int:
     cfg = loaded.config
     print(f"{path}: OK")
     for source, account in cfg.accounts():
-        credential = (
-            "token (from the config)"
-            if account.token is not None
-            else f"token_file {account.token_file}"
-        )
+        if account.token is not None:
+            credential = "token (from the config)"
+        elif account.token_file is not None:
+            credential = f"token_file {account.token_file}"
+        else:
+            assert account.oauth2 is not None
+            credential = f"oauth2 refresh_token_file {account.oauth2.refresh_token_file}"
         print(f"  {source} account {account.name!r}: {cfg.base_url(source)} with {credential}")
     collection = cfg.collection
     print(
@@ -201,7 +203,8 @@ def serve(
                 "tls_server_config to the web config",
                 extra={"file": web.path},
             )
-    print(f"Serving metrics on {server.url}/metrics", file=sys.stderr, flush=True)
+    if not logs.json_lines():  # a plain line for people; it would break a JSON log stream
+        print(f"Serving metrics on {server.url}/metrics", file=sys.stderr, flush=True)
     while not stopping.is_set():
         wake.wait()
         wake.clear()

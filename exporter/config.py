@@ -315,7 +315,8 @@ def _expand_env(node: Any, loc: tuple[Any, ...], name: str, problems: list[str])
             if value is None:
                 problems.append(
                     f"{name}: {_dotted(loc)}: environment variable {var} is not set; "
-                    f"fix: export {var}=... before starting, or use token_file"
+                    f"fix: export {var}=... before starting"
+                    + (", or use token_file" if loc and loc[-1] == "token" else "")
                 )
                 return ""
             return value

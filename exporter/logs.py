@@ -58,6 +58,11 @@ def _logfmt_value(value: object) -> str:
     return json.dumps(text)
 
 
+def json_lines() -> bool:
+    """Whether stderr carries JSON log lines only (so nothing else may be printed there)."""
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
+
+
 def setup(level: str = "info", fmt: str = "logfmt") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())

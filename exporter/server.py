@@ -37,12 +37,15 @@ def parse_listen_address(value: str) -> tuple[str, int]:
         raise ListenAddressError(
             f"--web.listen-address {value!r}: expected HOST:PORT such as :9862 or 127.0.0.1:9862"
         )
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
+    if host.startswith("[") or host.endswith("]") or ":" in host:
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
         try:
-            ipaddress.IPv6Address(host)
+            ipaddress.IPv6Address(inner or "")
         except ValueError:
-            raise ListenAddressError(f"--web.listen-address {value!r}: bad IPv6 address") from None
+            raise ListenAddressError(
+                f"--web.listen-address {value!r}: bad IPv6 address; fix: write it like [::1]:9862"
+            ) from None
+        host = inner
     return host, int(port_text)
 
 
@@ -76,8 +79,16 @@ class ExporterServer(ThreadingHTTPServer):
         self.tls = web is not None and web.current().tls is not None
         if host in ("", "::") or ":" in host:
             self.address_family = socket.AF_INET6
-            host = host or "::"
-        super().__init__((host, port), _Handler, bind_and_activate=False)
+        try:
+            super().__init__((host or "::", port), _Handler, bind_and_activate=False)
+        except OSError:
+            if host:
+                raise
+            # ':9862' on a kernel without IPv6: every IPv4 interface is what was meant.
+            self.address_family = socket.AF_INET
+            host = "0.0.0.0"
+            super().__init__((host, port), _Handler, bind_and_activate=False)
+        host = host or "::"
         if self.address_family == socket.AF_INET6 and host == "::":
             # ':9862' means every interface, IPv4 included.
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)

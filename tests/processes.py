@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-READY = re.compile(r"Serving metrics on (https?://\S+)/metrics")
+# The plain line in logfmt mode, the "listening" log record's url field in JSON mode.
+READY = re.compile(r'(?:Serving metrics on |"url": ")(https?://[^\s"]+)/metrics')
 
 
 @dataclass

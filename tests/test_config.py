@@ -460,3 +460,40 @@ def test_cli_rejects_a_bad_listen_address(tmp_path: Path) -> None:
         "error: --web.listen-address 'localhost': expected HOST:PORT such as :9862 or "
         "127.0.0.1:9862"
     )
+
+
+@pytest.mark.parametrize(
+    "address", ["[::1", "::1:9862", "[nope]:9862", "localhost", ":99999", "host:port"]
+)
+def test_cli_rejects_malformed_listen_addresses(tmp_path: Path, address: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(OK_ACCOUNT)
+    result = run_cli("--config.file", str(path), "--web.listen-address", address)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: --web.listen-address {address!r}: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_listen_address_forms() -> None:
+    from exporter.server import parse_listen_address
+
+    assert parse_listen_address(":9862") == ("", 9862)
+    assert parse_listen_address("127.0.0.1:9862") == ("127.0.0.1", 9862)
+    assert parse_listen_address("[::]:9862") == ("::", 9862)
+    assert parse_listen_address("[::1]:0") == ("::1", 0)
+    assert parse_listen_address("localhost:9862") == ("localhost", 9862)
+
+
+def test_config_check_names_the_oauth2_refresh_token_file(tmp_path: Path) -> None:
+    refresh = tmp_path / "refresh"
+    refresh.write_text("r")
+    refresh.chmod(0o600)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "lametric:\n  accounts:\n    - name: home\n      oauth2:\n"
+        f"        {{client_id: c, client_secret: s3cret-value, refresh_token_file: {refresh}}}\n"
+    )
+    result = run_cli("--config.check", "--config.file", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"with oauth2 refresh_token_file {refresh}" in result.stdout
+    assert "s3cret-value" not in result.stdout + result.stderr

@@ -211,3 +211,18 @@ def test_backoff_policy_for_429_and_other_errors() -> None:
     for reason in ("auth", "timeout", "http_4xx", "decode"):
         backoff.failed(error(reason), now=0.0, now_wall=0.0)
         assert backoff.active(0.0) is None
+
+
+def test_backoff_metric_returns_to_zero_when_the_wait_is_over_even_without_a_success(
+    router: respx.Router, start: Callable[[str], Scraper]
+) -> None:
+    router.get(SYNC).mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "1"}), httpx.Response(401)]
+    )
+    scraper = start(config())
+    metric = "device_cloud_exporter_backoff_until_timestamp_seconds"
+    assert value(scrape(scraper), metric, source="parqex", account="home") > time.time()
+    time.sleep(1.1)
+    out = scrape(scraper)  # the wait is over; this call fails differently (401)
+    assert value(out, "parqex_up", account="home") == 0
+    assert value(out, metric, source="parqex", account="home") == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import time
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -49,8 +50,10 @@ def families(engine: Engine, budget: float) -> list[Metric]:
         "(Retry-After) or repeated 5xx answers; 0 when not backing off.",
         labels=["source", "account"],
     )
+    now = time.time()
     for worker in engine.workers:
-        backoff.add_metric([worker.source, worker.name], worker.backoff.until_wall)
+        until = worker.backoff.until_wall
+        backoff.add_metric([worker.source, worker.name], until if until > now else 0.0)
     return [build, timeout, errors, parse_errors, backoff]
 
 

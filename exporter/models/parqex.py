@@ -1,7 +1,8 @@
 """ParqEx `/oauth/v1/endpoints/sync` answers as typed values.
 
 Field names follow the ParqEx "Get User Devices" document. `image`, `light` and `sensor` are
-deprecated upstream and not read. Timestamps carry no zone; the account's configured zone applies.
+deprecated upstream and not read. Timestamps carry no zone; `parqex.timezone` from the config
+applies.
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ from exporter.sources import Snapshot, fetch_lametric, fetch_parqex, undocumente
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[str], Awaitable[Snapshot]]
+AccountKey = tuple[SourceName, str]  # (source, account name)
+
+
+class UnknownTarget(LookupError):
+    """A probe named no configured account, or an ambiguous one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,13 +255,33 @@ class Engine:
         self._clients.append(client)
         return client
 
-    def collect(self, budget: float) -> list[Outcome]:
-        """Collect every account concurrently; never takes much longer than `budget` seconds."""
-        future = asyncio.run_coroutine_threadsafe(self._collect_all(budget), self._loop)
+    def collect(self, budget: float, only: AccountKey | None = None) -> list[Outcome]:
+        """Collect every account (or `only` one) concurrently, within about `budget` seconds."""
+        workers = [w for w in self.workers if only is None or (w.source, w.name) == only]
+        future = asyncio.run_coroutine_threadsafe(self._collect_all(budget, workers), self._loop)
         return future.result()
 
-    async def _collect_all(self, budget: float) -> list[Outcome]:
-        return list(await asyncio.gather(*(w.collect(budget) for w in self.workers)))
+    async def _collect_all(self, budget: float, workers: list[AccountWorker]) -> list[Outcome]:
+        return list(await asyncio.gather(*(w.collect(budget) for w in workers)))
+
+    def find(self, target: str, source: str | None) -> AccountKey:
+        """The account a `/probe?target=...&source=...` means; UnknownTarget says why not."""
+        matches = [
+            (w.source, w.name)
+            for w in self.workers
+            if w.name == target and (source is None or w.source == source)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise UnknownTarget(
+                f"account {target!r} exists in {' and '.join(s for s, _ in matches)}; "
+                "add &source=parqex or &source=lametric"
+            )
+        known = ", ".join(f"{w.source}/{w.name}" for w in self.workers) or "none"
+        raise UnknownTarget(
+            f"no account {target!r}{f' in {source}' if source else ''}; known: {known}"
+        )
 
     def drain(self, timeout: float) -> None:
         """Wait up to `timeout` s for fetches no scrape waits for any more (after a reload).

@@ -15,7 +15,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors import lametric, own, parqex
-from exporter.engine import Engine
+from exporter.engine import AccountKey, Engine
 
 # Health metrics describe this very scrape, even when the data comes from the cache.
 LIVE_SUFFIXES = ("_up", "_scrape_duration_seconds", "_last_success_timestamp_seconds")
@@ -71,14 +71,23 @@ class Scraper:
         wanted = header - collection.timeout_offset_seconds
         return min(cap, wanted if wanted > 0 else header)
 
-    def families(self, budget: float, engine: Engine | None = None) -> Iterable[Metric]:
+    def families(
+        self, budget: float, engine: Engine | None = None, target: AccountKey | None = None
+    ) -> Iterable[Metric]:
+        """`/metrics` (target None) or `/probe` for one account (its metrics only)."""
         engine = engine or self.engine
-        outcomes = engine.collect(budget)
+        if target is None:
+            yield from self._process.collect()
+            yield from own.families(engine, budget)
+            if self.reload_status is not None:
+                yield from own.reload_families(self.reload_status)
+            if not engine.config.collection.metrics_include_accounts:
+                return
+        else:
+            yield own.timeout_family(budget)
+        outcomes = engine.collect(budget, target)
         now = self._clock()
-        yield from self._process.collect()
-        yield from own.families(engine, budget)
-        if self.reload_status is not None:
-            yield from own.reload_families(self.reload_status)
+        yield from own.account_families(engine, target)  # after collecting: this scrape counts
         cache = engine.config.collection.cache_seconds
         for family in (*parqex.families(outcomes, now), *lametric.families(outcomes, now)):
             if cache > 0 and not family.name.endswith(LIVE_SUFFIXES):
@@ -87,12 +96,23 @@ class Scraper:
             yield family
 
     def render(
-        self, *, accept: str | None, accept_encoding: str | None, timeout_header: str | None
+        self,
+        *,
+        accept: str | None,
+        accept_encoding: str | None,
+        timeout_header: str | None,
+        probe: tuple[str, str | None] | None = None,
     ) -> tuple[bytes, dict[str, str]]:
-        """The body and headers of a `/metrics` answer, in the format and encoding asked for."""
+        """The body and headers of a `/metrics` answer, in the format and encoding asked for.
+
+        `probe` is (target, source) of a `/probe`: only that account is collected, and
+        UnknownTarget is raised when no configured account matches.
+        """
         encoder, content_type = choose_encoder(accept or "")
         with self._pinned() as engine:
-            families = list(self.families(self.budget(timeout_header, engine), engine))
+            target = engine.find(*probe) if probe is not None else None
+            budget = self.budget(timeout_header, engine)
+            families = list(self.families(budget, engine, target))
         body = encoder(_Families(families))
         headers = {"Content-Type": content_type}
         if "gzip" in (accept_encoding or "").lower():

@@ -18,8 +18,10 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
+from urllib.parse import parse_qs, urlsplit
 
 from exporter import __version__
+from exporter.engine import UnknownTarget
 from exporter.scrape import Scraper
 from exporter.webconfig import REALM, BasicAuth, WebConfigWatcher
 
@@ -164,6 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
     routes: ClassVar[dict[str, tuple[str, tuple[str, ...]]]] = {
         "/": ("_landing", ("GET", "HEAD")),
         "/metrics": ("_metrics", ("GET", "HEAD")),
+        "/probe": ("_probe", ("GET", "HEAD")),
         "/-/healthy": ("_healthy", ("GET", "HEAD")),
         "/-/reload": ("_reload", ("POST",)),
     }
@@ -236,19 +239,37 @@ class _Handler(BaseHTTPRequestHandler):
         body = "".join(f"{line}\n" for line in lines).encode()
         self._send(200 if ok else 500, body, "text/plain; charset=utf-8")
 
-    def _metrics(self) -> None:
+    def _metrics(self, probe: tuple[str, str | None] | None = None) -> None:
         try:
             body, headers = self.server.scraper.render(
                 accept=self.headers.get("Accept"),
                 accept_encoding=self.headers.get("Accept-Encoding"),
                 timeout_header=self.headers.get("X-Prometheus-Scrape-Timeout-Seconds"),
+                probe=probe,
             )
+        except UnknownTarget as exc:
+            self._send(400, f"{exc}\n".encode(), "text/plain; charset=utf-8")
+            return
         except Exception:
             log.exception("scrape failed")
             self._send(500, b"scrape failed; see the exporter's log\n", "text/plain")
             return
         content_type = headers.pop("Content-Type")
         self._send(200, body, content_type, headers)
+
+    def _probe(self) -> None:
+        """One account, the way blackbox_exporter probes one target: for sharded fleets."""
+        query = parse_qs(urlsplit(self.path).query)
+        target = query.get("target", [""])[0]
+        if not target:
+            body = b"target parameter is missing; use /probe?target=<account>&source=<source>\n"
+            self._send(400, body, "text/plain; charset=utf-8")
+            return
+        source = query.get("source", [""])[0] or None
+        if source not in (None, "parqex", "lametric"):
+            self._send(400, b"source must be parqex or lametric\n", "text/plain; charset=utf-8")
+            return
+        self._metrics(probe=(target, source))
 
     def _send(
         self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None

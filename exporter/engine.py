@@ -8,7 +8,9 @@ waits at most `budget` seconds and always returns one `Outcome` per account.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import ssl
 import threading
 import time
 import zoneinfo
@@ -20,7 +22,7 @@ import httpx
 
 from exporter.auth import TokenSource, token_source
 from exporter.backoff import Backoff
-from exporter.clients.http import REASONS, UpstreamError, new_client
+from exporter.clients.http import REASONS, UpstreamError, new_client, tls_context
 from exporter.clients.lametric import LametricClient
 from exporter.clients.parqex import ParqexClient
 from exporter.config import CollectionConfig, Config, SourceName
@@ -211,6 +213,7 @@ class Engine:
             target=self._loop.run_forever, name="collector", daemon=True
         )
         self._clients: list[httpx.AsyncClient] = []
+        self._tls: ssl.SSLContext | None = None  # one for all clients; built with them
         self.workers: list[AccountWorker] = []
 
     def start(self) -> None:
@@ -219,39 +222,37 @@ class Engine:
 
     async def _build(self) -> None:
         config = self.config
-        accounts = list(config.accounts())
-        fetchers: dict[SourceName, Fetch] = {}
-        limit = config.collection.max_response_bytes
-        timeout = config.collection.timeout_seconds
-        if config.parqex is not None and config.parqex.accounts:
-            http = self._client(timeout, len(config.parqex.accounts))
-            parqex = ParqexClient(
-                http,
-                config.parqex.base_url,
-                zone=zoneinfo.ZoneInfo(config.parqex.timezone),
-                max_bytes=limit,
-            )
-            fetchers["parqex"] = lambda token: fetch_parqex(parqex, token)
-        if config.lametric is not None and config.lametric.accounts:
-            http = self._client(timeout, len(config.lametric.accounts))
-            lametric = LametricClient(http, config.lametric.base_url, max_bytes=limit)
-            fetchers["lametric"] = lambda token: fetch_lametric(lametric, token)
+        self._tls = tls_context()
         self.workers = [
             AccountWorker(
                 source,
                 account.name,
-                token_source(
-                    account, source, config.base_url(source), lambda: self._client(timeout, 1)
-                ),
-                fetchers[source],
+                token_source(account, source, config.base_url(source), self._client),
+                self._fetcher(source),
                 self.stats,
                 config.collection,
             )
-            for source, account in accounts
+            for source, account in config.accounts()
         ]
 
-    def _client(self, timeout: float, accounts: int) -> httpx.AsyncClient:
-        client = new_client(timeout=timeout, accounts=accounts)
+    def _fetcher(self, source: SourceName) -> Fetch:
+        """The account's own client (see new_client) and the source's way to fetch with it."""
+        config = self.config
+        limit = config.collection.max_response_bytes
+        if source == "parqex":
+            assert config.parqex is not None
+            parqex = ParqexClient(
+                self._client(),
+                config.parqex.base_url,
+                zone=zoneinfo.ZoneInfo(config.parqex.timezone),
+                max_bytes=limit,
+            )
+            return functools.partial(fetch_parqex, parqex)
+        lametric = LametricClient(self._client(), config.base_url("lametric"), max_bytes=limit)
+        return functools.partial(fetch_lametric, lametric)
+
+    def _client(self) -> httpx.AsyncClient:
+        client = new_client(timeout=self.config.collection.timeout_seconds, tls=self._tls)
         self._clients.append(client)
         return client
 

@@ -184,7 +184,7 @@ def call(
             route.side_effect = answer
 
         async def go() -> Any:
-            async with new_client(timeout=TIMEOUT, accounts=1) as http:
+            async with new_client(timeout=TIMEOUT) as http:
                 return await endpoint.call(http, token, max_bytes)
 
         return asyncio.run(go()), route
@@ -710,7 +710,7 @@ def test_redirect_to_another_host_drops_authorization(endpoint: Endpoint) -> Non
         )
 
         async def go() -> Any:
-            async with new_client(timeout=TIMEOUT, accounts=1) as http:
+            async with new_client(timeout=TIMEOUT) as http:
                 return await endpoint.call(http, TOKEN, MAX_BYTES)
 
         value = asyncio.run(go())
@@ -730,7 +730,7 @@ def test_redirect_on_the_same_host_keeps_authorization() -> None:
         second = mock.get("/v2/sync").respond(200, content=fixture_bytes("parqex_sync.json"))
 
         async def go() -> Any:
-            async with new_client(timeout=TIMEOUT, accounts=1) as http:
+            async with new_client(timeout=TIMEOUT) as http:
                 return await PARQEX_SYNC.call(http, TOKEN, MAX_BYTES)
 
         asyncio.run(go())
@@ -742,7 +742,7 @@ def test_redirect_loop_is_an_error_not_a_hang() -> None:
         mock.get(SYNC_PATH).respond(302, headers={"Location": PARQEX + SYNC_PATH})
 
         async def go() -> Any:
-            async with new_client(timeout=TIMEOUT, accounts=1) as http:
+            async with new_client(timeout=TIMEOUT) as http:
                 return await PARQEX_SYNC.call(http, TOKEN, MAX_BYTES)
 
         with pytest.raises(UpstreamError) as info:
@@ -762,7 +762,7 @@ def _run_fetch_lametric(user_effect: Callable, devices_effect: Callable) -> Lame
         mock.get(DEVICES_PATH).side_effect = devices_effect
 
         async def go() -> LametricSnapshot:
-            async with new_client(timeout=TIMEOUT, accounts=1) as http:
+            async with new_client(timeout=TIMEOUT) as http:
                 client = LametricClient(http, LAMETRIC, max_bytes=MAX_BYTES)
                 # a sequential implementation deadlocks below; this turns that into a failure
                 return await asyncio.wait_for(fetch_lametric(client, TOKEN), timeout=3)

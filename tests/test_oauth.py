@@ -121,7 +121,7 @@ async def oauth_source(
 ) -> AsyncIterator[OAuthToken]:
     if "client_secret_file" not in extra:
         extra["client_secret"] = Secret(CLIENT_SECRET)
-    async with new_client(timeout=5, accounts=1) as http:
+    async with new_client(timeout=5) as http:
         yield OAuthToken(
             http=http,
             token_url=token_url or default_token_url(source, cloud.sim.url),

@@ -242,10 +242,10 @@ def test_a_replaced_engine_is_closed_only_after_its_last_scrape(
     inside, release = threading.Event(), threading.Event()
     real_collect = old.collect
 
-    def slow_collect(budget: float) -> list:
+    def slow_collect(budget: float, only: object = None) -> list:
         inside.set()
         assert release.wait(10)
-        return real_collect(budget)
+        return real_collect(budget, only)
 
     closed: list[Engine] = []
     real_close = old.close

@@ -9,10 +9,12 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import ssl
 import time
 import zlib
 from typing import Any, Final
 
+import certifi
 import httpx
 
 from exporter import __version__
@@ -43,15 +45,27 @@ def default_headers() -> dict[str, str]:
     }
 
 
-def new_client(*, timeout: float, accounts: int) -> httpx.AsyncClient:
-    """One long-lived client per source: keep-alive connections survive from scrape to scrape."""
+def tls_context() -> ssl.SSLContext:
+    """One verifying context (certifi's CAs, as httpx uses) for every client of an engine.
+
+    Building a context loads the CA bundle: about 20 ms and several hundred KiB each, which
+    a client per account must not pay again and again.
+    """
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def new_client(*, timeout: float, tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """A long-lived client for one account: keep-alive connections survive between scrapes.
+
+    One client per account, not per source: httpcore's pool scans every connection for every
+    queued request (encode/httpcore#1035), so a single pool for a hundred accounts spent more
+    CPU on bookkeeping than on the answers. Small pools keep that cost linear.
+    """
     return httpx.AsyncClient(
         headers=default_headers(),
         timeout=httpx.Timeout(timeout),
-        limits=httpx.Limits(
-            max_connections=max(100, 4 * accounts),
-            max_keepalive_connections=max(20, 2 * accounts),
-        ),
+        verify=tls if tls is not None else tls_context(),
+        limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
         follow_redirects=True,  # httpx drops Authorization when a redirect leaves the origin
         max_redirects=3,
         trust_env=False,

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
 
+from exporter import exposition
 from exporter.collectors import lametric, own, parqex
 from exporter.engine import AccountKey, Engine
+from exporter.exposition import OPENMETRICS, Family
 
 # Health metrics describe this very scrape, even when the data comes from the cache.
 LIVE_SUFFIXES = ("_up", "_scrape_duration_seconds", "_last_success_timestamp_seconds")
@@ -73,11 +74,13 @@ class Scraper:
 
     def families(
         self, budget: float, engine: Engine | None = None, target: AccountKey | None = None
-    ) -> Iterable[Metric]:
-        """`/metrics` (target None) or `/probe` for one account (its metrics only)."""
+    ) -> Iterable[Family]:
+        """`/metrics` (target None) or `/probe` for one account (its metrics only).
+
+        The process metrics are not among them: prometheus-client renders those itself.
+        """
         engine = engine or self.engine
         if target is None:
-            yield from self._process.collect()
             yield from own.families(engine, budget)
             if self.reload_status is not None:
                 yield from own.reload_families(self.reload_status)
@@ -109,11 +112,16 @@ class Scraper:
         UnknownTarget is raised when no configured account matches.
         """
         encoder, content_type = choose_encoder(accept or "")
+        openmetrics = content_type.startswith(OPENMETRICS)
         with self._pinned() as engine:
             target = engine.find(*probe) if probe is not None else None
             budget = self.budget(timeout_header, engine)
-            families = list(self.families(budget, engine, target))
-        body = encoder(_Families(families))
+            ours = exposition.render(self.families(budget, engine, target), openmetrics)
+        process = encoder(self._process) if target is None else b""
+        if openmetrics:  # one `# EOF`, at the very end
+            body = b"".join((process.removesuffix(b"# EOF\n"), ours.encode(), b"# EOF\n"))
+        else:
+            body = process + ours.encode()
         headers = {"Content-Type": content_type}
         if "gzip" in (accept_encoding or "").lower():
             body = gzip.compress(body, compresslevel=6)
@@ -145,13 +153,3 @@ class Scraper:
                 if not self._in_flight[engine]:
                     del self._in_flight[engine]
                     self._idle.notify_all()
-
-
-class _Families:
-    """The smallest registry-like object the encoders accept: something with `collect()`."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> Iterable[Metric]:
-        return self._families

@@ -97,3 +97,41 @@ def test_budget_follows_the_scrape_timeout_header(header: str | None, expected: 
 
 def test_golden_file_is_committed() -> None:
     assert Path(GOLDEN).is_file()
+
+
+def test_writer_matches_prometheus_client_byte_for_byte() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_om
+
+    from exporter.exposition import Family, render
+
+    help_text = 'odd "help" with \\ backslash\nand newline'
+    values = [1.0, 0.0, -0.0, 0.98, 1.608316345e9, 123456789.0, -2.5, 1e-9, 3.0]
+    labels = ["plain", 'q"uote', "back\\slash", "new\nline", "ünïcode", ""]
+    ours = [
+        Family("empty_gauge", help_text, ["a"]),
+        Family("plain_gauge", help_text),
+        Family("multi", help_text, ["zeta", "alpha", "mid"]),
+        Family("some_errors", help_text, ["reason"], kind="counter"),
+    ]
+    theirs = [
+        GaugeMetricFamily("empty_gauge", help_text, labels=["a"]),
+        GaugeMetricFamily("plain_gauge", help_text, value=7.0),
+        GaugeMetricFamily("multi", help_text, labels=["zeta", "alpha", "mid"]),
+        CounterMetricFamily("some_errors", help_text, labels=["reason"]),
+    ]
+    ours[1].add_rendered("", 7.0)
+    for i, value in enumerate(values):
+        trio = [labels[i % len(labels)], labels[(i + 1) % len(labels)], str(i)]
+        ours[2].add(trio, value)
+        theirs[2].add_metric(trio, value)
+        ours[3].add([labels[i % len(labels)] + str(i)], abs(value))
+        theirs[3].add_metric([labels[i % len(labels)] + str(i)], abs(value))
+
+    class Registry:
+        def collect(self) -> list:
+            return theirs
+
+    assert render(ours, openmetrics=False).encode() == generate_latest(Registry())
+    assert (render(ours, openmetrics=True) + "# EOF\n").encode() == generate_om(Registry())

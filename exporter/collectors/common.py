@@ -4,34 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from prometheus_client.core import GaugeMetricFamily
-
 from exporter.engine import Outcome
+from exporter.exposition import Family, escape
 
 
-def gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, labels=list(labels))
+def gauge(name: str, doc: str, labels: Sequence[str]) -> Family:
+    return Family(name, doc, labels)
 
 
-def add_if(family: GaugeMetricFamily, labels: list[str], value: float | bool | None) -> None:
-    """Add a sample only for a value the API actually sent: an absent field has no series."""
+def add_if(family: Family, labels: str, value: float | bool | None) -> None:
+    """Add a sample only for a value the API actually sent: an absent field has no series.
+
+    `labels` is a rendered label string (see `exporter.exposition`), shared by an object's
+    metrics so it is built once.
+    """
     if value is not None:
-        family.add_metric(labels, float(value))
+        family.add_rendered(labels, float(value))
 
 
-def add_state(
-    family: GaugeMetricFamily, labels: list[str], known: Iterable[str], current: str | None
-) -> None:
-    """One series per known state (1 for the current, 0 otherwise), plus an unknown current one."""
+def add_state(family: Family, labels: str, known: Iterable[str], current: str | None) -> None:
+    """One series per known state (1 for the current, 0 otherwise), plus an unknown current one.
+
+    The `state` label sorts after every label of `labels`, so it is appended to them.
+    """
     if current is None:
         return
     for state in known:
-        family.add_metric([*labels, state], 1.0 if state == current else 0.0)
+        family.add_rendered(f'{labels},state="{state}"', 1.0 if state == current else 0.0)
     if current not in known:
-        family.add_metric([*labels, current], 1.0)
+        family.add_rendered(f'{labels},state="{escape(current)}"', 1.0)
 
 
-def health_families(source: str, outcomes: Sequence[Outcome]) -> list[GaugeMetricFamily]:
+def health_families(source: str, outcomes: Sequence[Outcome]) -> list[Family]:
     """`<source>_up`, `_scrape_duration_seconds` and `_last_success_timestamp_seconds`."""
     up = gauge(
         f"{source}_up",
@@ -50,7 +54,17 @@ def health_families(source: str, outcomes: Sequence[Outcome]) -> list[GaugeMetri
         ["account"],
     )
     for outcome in outcomes:
-        up.add_metric([outcome.account], 1.0 if outcome.ok else 0.0)
-        duration.add_metric([outcome.account], outcome.duration_seconds)
-        add_if(success, [outcome.account], outcome.last_success)
+        labels = account_labels(outcome.account)
+        up.add_rendered(labels, 1.0 if outcome.ok else 0.0)
+        duration.add_rendered(labels, outcome.duration_seconds)
+        add_if(success, labels, outcome.last_success)
     return [up, duration, success]
+
+
+def account_labels(account: str) -> str:
+    return f'account="{escape(account)}"'
+
+
+def device_labels(account: str, device_id: str) -> str:
+    """`account` and `device_id`: in sorted order, so `door_id` or `state` may follow."""
+    return f'account="{escape(account)}",device_id="{escape(device_id)}"'

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client.core import GaugeMetricFamily
-
-from exporter.collectors.common import add_if, add_state, gauge, health_families
+from exporter.collectors.common import (
+    account_labels,
+    add_if,
+    add_state,
+    device_labels,
+    gauge,
+    health_families,
+)
 from exporter.engine import Outcome
+from exporter.exposition import Family
 from exporter.models.lametric import KNOWN_DEVICE_STATES
 from exporter.sources import LametricSnapshot
 
 DEVICE = ["account", "device_id"]
 
 
-def families(outcomes: Sequence[Outcome], now: float) -> list[GaugeMetricFamily]:
+def families(outcomes: Sequence[Outcome], now: float) -> list[Family]:
     del now  # LaMetric has no "age" metrics; the signature matches the other collectors
     outcomes = [o for o in outcomes if o.source == "lametric"]
     if not outcomes:
@@ -62,15 +68,16 @@ def families(outcomes: Sequence[Outcome], now: float) -> list[GaugeMetricFamily]
             continue
         account = outcome.account
         if (user := snapshot.user) is not None:
-            user_info.add_metric([account, user.id or "", user.name or ""], 1.0)
-            add_if(user_devices, [account], user.private_device_count)
-            add_if(user_apps, [account], user.apps_count)
-            add_if(user_private_apps, [account], user.private_apps_count)
+            user_info.add([account, user.id or "", user.name or ""], 1.0)
+            labels = account_labels(account)
+            add_if(user_devices, labels, user.private_device_count)
+            add_if(user_apps, labels, user.apps_count)
+            add_if(user_private_apps, labels, user.private_apps_count)
         for device in snapshot.devices:
-            labels = [account, device.id]
-            device_info.add_metric(
+            device_info.add(
                 [
-                    *labels,
+                    account,
+                    device.id,
                     device.name or "",
                     device.serial_number or "",
                     device.mac or "",
@@ -79,6 +86,7 @@ def families(outcomes: Sequence[Outcome], now: float) -> list[GaugeMetricFamily]
                 ],
                 1.0,
             )
+            labels = device_labels(account, device.id)
             add_state(device_state, labels, KNOWN_DEVICE_STATES, device.state)
             add_if(created, labels, device.created_at)
             add_if(updated, labels, device.updated_at)

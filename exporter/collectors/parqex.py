@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client.core import GaugeMetricFamily
-
-from exporter.collectors.common import add_if, add_state, gauge, health_families
+from exporter.collectors.common import add_if, add_state, device_labels, gauge, health_families
 from exporter.engine import Outcome
-from exporter.models.parqex import KNOWN_DOOR_STATES, Sync
+from exporter.exposition import Family, escape
+from exporter.models.parqex import KNOWN_DOOR_STATES, Door, Sync
 
 DEVICE = ["account", "device_id"]
 DOOR = ["account", "device_id", "door_id"]
 
 
-def families(outcomes: Sequence[Outcome], now: float) -> list[GaugeMetricFamily]:
+def families(outcomes: Sequence[Outcome], now: float) -> list[Family]:
     outcomes = [o for o in outcomes if o.source == "parqex"]
     if not outcomes:
         return []
@@ -112,10 +111,11 @@ class _Families:
 
     def add(self, account: str, sync: Sync, now: float) -> None:
         for device in sync.devices:
-            labels = [account, device.id]
-            self.device_info.add_metric(
+            labels = device_labels(account, device.id)
+            self.device_info.add(
                 [
-                    *labels,
+                    account,
+                    device.id,
                     device.blackbox_code or "",
                     device.software_version or "",
                     device.owner or "",
@@ -127,30 +127,31 @@ class _Families:
             add_if(self.device_bluetooth, labels, device.bluetooth_onboard)
             add_if(self.last_contact, labels, device.last_contact)
             if device.last_contact is not None:
-                self.last_contact_age.add_metric(labels, now - device.last_contact)
+                self.last_contact_age.add_rendered(labels, now - device.last_contact)
             add_if(self.alert_threshold, labels, device.door_open_alert_threshold_seconds)
             add_if(self.entities, labels, device.entities_controlled)
             for door in device.doors:
-                door_labels = [*labels, door.id]
-                self.door_info.add_metric(
-                    [
-                        *door_labels,
-                        door.name or "",
-                        "" if door.entity_number is None else str(door.entity_number),
-                        door.user_relationship or "",
-                    ],
-                    1.0,
-                )
-                if door.state in KNOWN_DOOR_STATES:
-                    self.door_open.add_metric(door_labels, 1.0 if door.state == "OPEN" else 0.0)
-                add_state(self.door_state, door_labels, KNOWN_DOOR_STATES, door.state)
-                add_if(self.door_active, door_labels, door.active)
-                add_if(self.auto_close, door_labels, door.auto_close_enabled)
-                add_if(self.auto_close_delay, door_labels, door.auto_close_delay_seconds)
-                add_if(self.last_toggled, door_labels, door.last_toggled)
-                add_if(self.sensor, door_labels, door.bluetooth_sensor)
-                if door.bluetooth_sensor and door.battery_level is not None:
-                    self.battery.add_metric(door_labels, door.battery_level / 100.0)
+                self._add_door(f'{labels},door_id="{escape(door.id)}"', door)
 
-    def all(self) -> list[GaugeMetricFamily]:
+    def _add_door(self, labels: str, door: Door) -> None:
+        """`labels` is the door's rendered account/device_id/door_id set, shared by all below."""
+        entity = "" if door.entity_number is None else str(door.entity_number)
+        self.door_info.add_rendered(
+            # entity_number, name and user_relationship sort after door_id, in this order
+            f'{labels},entity_number="{entity}",name="{escape(door.name or "")}",'
+            f'user_relationship="{escape(door.user_relationship or "")}"',
+            1.0,
+        )
+        if door.state in KNOWN_DOOR_STATES:
+            self.door_open.add_rendered(labels, 1.0 if door.state == "OPEN" else 0.0)
+        add_state(self.door_state, labels, KNOWN_DOOR_STATES, door.state)
+        add_if(self.door_active, labels, door.active)
+        add_if(self.auto_close, labels, door.auto_close_enabled)
+        add_if(self.auto_close_delay, labels, door.auto_close_delay_seconds)
+        add_if(self.last_toggled, labels, door.last_toggled)
+        add_if(self.sensor, labels, door.bluetooth_sensor)
+        if door.bluetooth_sensor and door.battery_level is not None:
+            self.battery.add_rendered(labels, door.battery_level / 100.0)
+
+    def all(self) -> list[Family]:
         return list(vars(self).values())

@@ -44,7 +44,13 @@ class Reader:
     def skip(self, key: str, reason: str) -> None:
         self._problems.append(Problem(f"{self._kind}.{key}", reason))
 
+    # Each getter tries the expected type first (one dict lookup, one type check): a sync of
+    # 30,000 doors reads about 400,000 fields, nearly all of them well-formed.
+
     def str(self, key: str) -> str | None:
+        value = self._obj.get(key)
+        if type(value) is str:
+            return value
         value = self._raw(key)
         if value is None or isinstance(value, str):
             return value
@@ -53,6 +59,9 @@ class Reader:
 
     def ident(self, key: str) -> str | None:
         """An id: a non-empty string, or an integer (LaMetric's are numbers), as a label value."""
+        value = self._obj.get(key)
+        if type(value) is str and value and not value[0].isspace() and not value[-1].isspace():
+            return value
         value = self._raw(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
@@ -63,6 +72,9 @@ class Reader:
         return None
 
     def bool(self, key: str) -> bool | None:
+        value = self._obj.get(key)
+        if type(value) is bool:
+            return value
         value = self._raw(key)
         if value is None or isinstance(value, bool):
             return value
@@ -72,6 +84,16 @@ class Reader:
     def number(
         self, key: str, *, low: float | None = None, high: float | None = None
     ) -> float | None:
+        value = self._obj.get(key)
+        kind = type(value)
+        plain = (kind is int and -(2**53) <= value <= 2**53) or (
+            kind is float and math.isfinite(value)
+        )
+        if plain and (low is None or value >= low) and (high is None or value <= high):
+            return float(value)
+        return self._number_slow(key, low, high)
+
+    def _number_slow(self, key: str, low: float | None, high: float | None) -> float | None:
         value = self._raw(key)
         if value is None:
             return None

@@ -270,7 +270,7 @@ def load(path: str | os.PathLike[str], *, require_accounts: bool = True) -> Load
             [f"{name}: file not found; fix: pass --config.file PATH or create {name}"]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{name}: cannot read the file ({_reason(exc)})"]) from None
+        raise ConfigError([f"{name}: cannot read the file ({os_reason(exc)})"]) from None
     return parse(text, name, require_accounts=require_accounts)
 
 
@@ -279,7 +279,7 @@ def parse(text: str, name: str = "config.yaml", *, require_accounts: bool = True
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{name}: {_yaml_problem(exc)}"]) from None
+        raise ConfigError([f"{name}: {yaml_problem(exc)}"]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -376,7 +376,7 @@ def _check_token_file(
         mode = path.stat().st_mode
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(
-            f"{name}: {key}: cannot read {path} ({_reason(exc)}); "
+            f"{name}: {key}: cannot read {path} ({os_reason(exc)}); "
             f"fix: create the file with the {what}, readable by the exporter's user"
         )
         return
@@ -497,12 +497,14 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and why YAML failed, as one line with a fix (also used for the web config)."""
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     problem = getattr(exc, "problem", None) or "invalid YAML"
     return f"{where}invalid YAML ({problem}); fix: check indentation and quoting there"
 
 
-def _reason(exc: BaseException) -> str:
+def os_reason(exc: BaseException) -> str:
+    """An OS error as the user reads it: "No such file or directory" rather than a class name."""
     return getattr(exc, "strerror", None) or type(exc).__name__

@@ -27,7 +27,7 @@ from urllib.parse import quote, quote_plus, urlencode
 import httpx
 
 from exporter.clients.http import UpstreamError, parse_retry_after, upstream_message
-from exporter.config import OAuth2, SourceName
+from exporter.config import OAuth2, SourceName, os_reason
 from exporter.secret import Secret
 
 Style = Literal["query", "form"]
@@ -290,7 +290,7 @@ class OAuthToken:
         try:
             value = path.read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:  # the latter holds the file's bytes
-            problem = _reason(exc)
+            problem = os_reason(exc)
         if problem is not None:
             raise UpstreamError("token", f"cannot read the {what} file {path}: {problem}")
         if not value:
@@ -305,7 +305,7 @@ class OAuthToken:
         try:
             write_atomically(path, refresh.reveal() + "\n")
         except OSError as exc:
-            problem = _reason(exc)
+            problem = os_reason(exc)
         if problem is not None:
             raise UpstreamError(
                 "token",
@@ -398,10 +398,6 @@ def _retrieve(task: asyncio.Future[Secret]) -> None:
     """Mark a refresh's failure as seen: its waiters may all have given up (timed out)."""
     if not task.cancelled():
         task.exception()
-
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 class _RedactQuery(logging.Filter):

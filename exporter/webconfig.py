@@ -35,6 +35,8 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from exporter.config import os_reason, yaml_problem
+
 log = logging.getLogger(__name__)
 
 REALM = "device-cloud-exporter"
@@ -156,7 +158,7 @@ def load(path: str | os.PathLike[str]) -> WebConfig:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise WebConfigError(
-            [f"{name}: cannot read the file ({_reason(exc)}); fix: make it readable UTF-8 text"],
+            [f"{name}: cannot read the file ({os_reason(exc)}); fix: make it readable UTF-8 text"],
             watched,
         ) from None
     return _parse(text, name, Path(name).parent, watched)
@@ -176,7 +178,7 @@ def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> 
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise fail([_yaml_problem(exc)]) from None
+        raise fail([yaml_problem(exc)]) from None
     if raw is None:
         raw = {}  # an empty file: plain HTTP, no auth (as exporter-toolkit)
     if not isinstance(raw, dict):
@@ -346,7 +348,7 @@ def _read_pem(
         raise _Problem(f"{key}: {path} {not_pem}") from None
     except OSError as exc:
         raise _Problem(
-            f"{key}: cannot read {path} ({_reason(exc)}); fix: create it, readable by the "
+            f"{key}: cannot read {path} ({os_reason(exc)}); fix: create it, readable by the "
             "exporter's user"
         ) from None
 
@@ -444,17 +446,6 @@ def _short(value: Any) -> str:
 
 def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    problem = getattr(exc, "problem", None) or "invalid YAML"
-    return f"{where}invalid YAML ({problem}); fix: check indentation and quoting there"
-
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 # --------------------------------------------------------------------------- watching

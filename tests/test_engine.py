@@ -16,9 +16,8 @@ import pytest
 import respx
 
 from exporter import __version__
-from exporter.engine import Engine
 from exporter.scrape import Scraper
-from tests.support import LAMETRIC_URL, PARQEX_URL, fixture, make_config, samples, value
+from tests.support import LAMETRIC_URL, PARQEX_URL, fixture, samples, value
 
 SYNC = f"{PARQEX_URL}/oauth/v1/endpoints/sync"
 GOOD_DOOR = {
@@ -86,21 +85,6 @@ def router() -> Iterator[respx.Router]:
         yield mock
 
 
-@pytest.fixture
-def start_engine() -> Iterator[Callable[[str], Scraper]]:
-    engines: list[Engine] = []
-
-    def start(text: str) -> Scraper:
-        engine = Engine(make_config(text))
-        engine.start()
-        engines.append(engine)
-        return Scraper(engine)
-
-    yield start
-    for engine in engines:
-        engine.close()
-
-
 def scrape(scraper: Scraper, timeout_header: str | None = None) -> str:
     body, _ = scraper.render(accept=None, accept_encoding=None, timeout_header=timeout_header)
     return body.decode()
@@ -119,13 +103,13 @@ def by_token(bad: Callable[[httpx.Request], httpx.Response]):
 def test_one_failing_account_leaves_the_others_intact(
     failure: str,
     router: respx.Router,
-    start_engine: Callable[[str], Scraper],
+    start_scraper: Callable[[str], Scraper],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     effect, reason = FAILURES[failure]
     router.get(SYNC).mock(side_effect=by_token(effect))
     text = config_text().replace("accounts:\n", "accounts:\n", 1)
-    scraper = start_engine(
+    scraper = start_scraper(
         text.replace("lametric:", "collection: {max_response_bytes: 1000000}\nlametric:")
     )
     with caplog.at_level(logging.DEBUG):
@@ -155,10 +139,10 @@ def test_one_failing_account_leaves_the_others_intact(
 
 
 def test_failure_log_names_status_and_upstream_message(
-    router: respx.Router, start_engine: Callable[[str], Scraper], caplog: pytest.LogCaptureFixture
+    router: respx.Router, start_scraper: Callable[[str], Scraper], caplog: pytest.LogCaptureFixture
 ) -> None:
     router.get(SYNC).mock(side_effect=by_token(FAILURES["401"][0]))
-    scraper = start_engine(config_text())
+    scraper = start_scraper(config_text())
     with caplog.at_level(logging.INFO):
         scrape(scraper)
         scrape(scraper)  # the same error again is not logged at warning level again
@@ -171,11 +155,11 @@ def test_failure_log_names_status_and_upstream_message(
 
 
 def test_recovery_is_logged_and_counted_once(
-    router: respx.Router, start_engine: Callable[[str], Scraper], caplog: pytest.LogCaptureFixture
+    router: respx.Router, start_scraper: Callable[[str], Scraper], caplog: pytest.LogCaptureFixture
 ) -> None:
     route = router.get(SYNC)
     route.mock(side_effect=[httpx.Response(503), good_sync()])
-    scraper = start_engine(
+    scraper = start_scraper(
         f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
     )
     with caplog.at_level(logging.INFO):
@@ -202,7 +186,7 @@ def test_recovery_is_logged_and_counted_once(
 
 
 def test_slow_account_times_out_inside_the_scrape_budget(
-    router: respx.Router, start_engine: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     async def slow(request: httpx.Request) -> httpx.Response:
         if request.headers["Authorization"] == f"Bearer {SECRET_BAD}":
@@ -210,7 +194,7 @@ def test_slow_account_times_out_inside_the_scrape_budget(
         return good_sync()
 
     router.get(SYNC).mock(side_effect=slow)
-    scraper = start_engine(config_text())
+    scraper = start_scraper(config_text())
     started = time.monotonic()
     out = scrape(scraper, timeout_header="1.5")  # budget 1.0 s after the 0.5 s offset
     took = time.monotonic() - started
@@ -231,14 +215,14 @@ def test_slow_account_times_out_inside_the_scrape_budget(
 
 
 def test_concurrent_scrapes_share_one_upstream_request(
-    router: respx.Router, start_engine: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     async def slowish(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0.5)
         return good_sync()
 
     route = router.get(SYNC).mock(side_effect=slowish)
-    scraper = start_engine(
+    scraper = start_scraper(
         f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
     )
     outputs: list[str] = []
@@ -253,7 +237,7 @@ def test_concurrent_scrapes_share_one_upstream_request(
 
 
 def test_accounts_are_collected_concurrently(
-    router: respx.Router, start_engine: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     in_flight = 0
     peak = 0
@@ -269,20 +253,20 @@ def test_accounts_are_collected_concurrently(
     router.get(SYNC).mock(side_effect=tracked)
     names = [f"a{i}" for i in range(8)]
     accounts = "".join(f"    - {{name: {n}, token: t{n}}}\n" for n in names)
-    scraper = start_engine(f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n{accounts}")
+    scraper = start_scraper(f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n{accounts}")
     out = scrape(scraper)
     assert all(value(out, "parqex_up", account=n) == 1 for n in names)
     assert peak == len(names)
 
 
 def test_token_file_is_read_on_every_scrape(
-    router: respx.Router, start_engine: Callable[[str], Scraper], tmp_path: Path
+    router: respx.Router, start_scraper: Callable[[str], Scraper], tmp_path: Path
 ) -> None:
     token = tmp_path / "token"
     token.write_text("first\n")
     token.chmod(0o600)
     route = router.get(SYNC).mock(return_value=good_sync())
-    scraper = start_engine(
+    scraper = start_scraper(
         f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
         f"    - {{name: home, token_file: {token}}}\n"
     )
@@ -309,14 +293,14 @@ def test_token_file_is_read_on_every_scrape(
 
 
 def test_malformed_fields_are_counted_and_logged_once(
-    router: respx.Router, start_engine: Callable[[str], Scraper], caplog: pytest.LogCaptureFixture
+    router: respx.Router, start_scraper: Callable[[str], Scraper], caplog: pytest.LogCaptureFixture
 ) -> None:
     body = fixture("parqex_sync.json")
     body["devices"][0]["doors"][0]["state"] = 7
     body["devices"][1]["doors"][0]["state"] = "AJAR"
     body["devices"][1]["last_contact"] = "yesterday"
     router.get(SYNC).mock(return_value=httpx.Response(200, json=body))
-    scraper = start_engine(
+    scraper = start_scraper(
         f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
     )
     with caplog.at_level(logging.WARNING):
@@ -357,10 +341,10 @@ def test_malformed_fields_are_counted_and_logged_once(
 
 
 def test_build_info_names_this_version(
-    router: respx.Router, start_engine: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     router.get(SYNC).mock(return_value=good_sync())
-    out = scrape(start_engine(config_text()))
+    out = scrape(start_scraper(config_text()))
     assert (
         value(
             out,
@@ -373,7 +357,7 @@ def test_build_info_names_this_version(
 
 
 def test_upstream_gzip_answer_is_decoded(
-    router: respx.Router, start_engine: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     import json
 
@@ -381,13 +365,13 @@ def test_upstream_gzip_answer_is_decoded(
     router.get(SYNC).mock(
         return_value=httpx.Response(200, content=packed, headers={"Content-Encoding": "gzip"})
     )
-    out = scrape(start_engine(config_text()))
+    out = scrape(start_scraper(config_text()))
     assert value(out, "parqex_door_open", **GOOD_DOOR) == 1
 
 
 def test_a_bug_in_one_account_does_not_fail_the_scrape(
     router: respx.Router,
-    start_engine: Callable[[str], Scraper],
+    start_scraper: Callable[[str], Scraper],
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -399,7 +383,7 @@ def test_a_bug_in_one_account_does_not_fail_the_scrape(
     monkeypatch.setattr(parqex, "parse_sync", crash)
     router.get(SYNC).mock(return_value=good_sync())
     with caplog.at_level(logging.ERROR):
-        out = scrape(start_engine(config_text()))
+        out = scrape(start_scraper(config_text()))
     assert value(out, "parqex_up", account="good") == 0
     assert value(out, "lametric_up", account="clock") == 1
     crashes = [r.getMessage() for r in caplog.records if r.name == "exporter.engine"]
@@ -407,7 +391,7 @@ def test_a_bug_in_one_account_does_not_fail_the_scrape(
 
 
 def test_a_rejected_token_is_retried_once_when_the_token_file_was_rotated(
-    router: respx.Router, start_engine: Callable[[str], Scraper], tmp_path: Path
+    router: respx.Router, start_scraper: Callable[[str], Scraper], tmp_path: Path
 ) -> None:
     token = tmp_path / "token"
     token.write_text("old")
@@ -420,7 +404,7 @@ def test_a_rejected_token_is_retried_once_when_the_token_file_was_rotated(
         return good_sync()
 
     route = router.get(SYNC).mock(side_effect=rotate_then_reject)
-    scraper = start_engine(
+    scraper = start_scraper(
         f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
         f"    - {{name: home, token_file: {token}}}\n"
     )

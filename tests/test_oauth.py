@@ -38,7 +38,7 @@ from exporter.oauth import (
 from exporter.scrape import Scraper
 from exporter.secret import Secret
 from exporter.simulator import SimulatedCloud
-from tests.support import make_config, value
+from tests.support import value
 
 SOURCES: tuple[SourceName, ...] = ("parqex", "lametric")
 CLIENT_ID = "dce-client-id"
@@ -154,18 +154,8 @@ def data_status(cloud: Cloud, source: SourceName, access: str) -> int:
 
 
 @pytest.fixture
-def start_engine() -> Iterator[Callable[[str], Engine]]:
-    engines: list[Engine] = []
-
-    def start(text: str) -> Engine:
-        engine = Engine(make_config(text))
-        engine.start()
-        engines.append(engine)
-        return engine
-
-    yield start
-    for engine in engines:
-        engine.close()
+def start_engine(start_scraper: Callable[[str], Scraper]) -> Callable[[str], Engine]:
+    return lambda text: start_scraper(text).engine
 
 
 def scrape(engine: Engine) -> str:

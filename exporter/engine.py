@@ -72,6 +72,11 @@ class _Stats:
     logged_once: set[tuple[str, ...]] = field(default_factory=set)
 
 
+def _mark_retrieved(task: asyncio.Task[Snapshot]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class AccountWorker:
     """Fetches one account; concurrent callers share a fetch in flight instead of starting one."""
 
@@ -107,7 +112,11 @@ class AccountWorker:
         if flight is None or flight.task.done():
             if skip := self.backoff.active(now):
                 return self._outcome(None, skip, 0.0)  # the cloud asked us to wait
-            flight = self._flight = _Flight(asyncio.create_task(self._run()), now)
+            task = asyncio.create_task(self._run())
+            # Its failure is counted and logged in _run; when every waiter gave up before it
+            # ended, nobody else looks at it, and asyncio would log it again as unretrieved.
+            task.add_done_callback(_mark_retrieved)
+            flight = self._flight = _Flight(task, now)
         try:
             snapshot = await asyncio.wait_for(asyncio.shield(flight.task), budget)
         except TimeoutError:

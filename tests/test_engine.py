@@ -417,3 +417,28 @@ def test_a_rejected_token_is_retried_once_when_the_token_file_was_rotated(
     route.mock(return_value=httpx.Response(401, json={"message": "Invalid Access Token"}))
     assert value(scrape(scraper), "parqex_up", account="home") == 0
     assert len(route.calls) == 1
+
+
+def test_a_fetch_that_fails_after_every_waiter_gave_up_leaves_no_asyncio_noise(
+    router: respx.Router,
+    start_scraper: Callable[[str], Scraper],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import gc
+
+    async def slow_failure(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.5)
+        return httpx.Response(503)
+
+    router.get(SYNC).mock(side_effect=slow_failure)
+    scraper = start_scraper(
+        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
+    )
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        out = scrape(scraper, timeout_header="0.2")  # gives up before the 503 arrives
+        assert value(out, "parqex_up", account="home") == 0
+        time.sleep(0.8)  # the fetch fails with nobody waiting for it
+        out = scrape(scraper)  # a new fetch replaces the finished one
+        del out
+        gc.collect()
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []

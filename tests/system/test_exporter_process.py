@@ -194,3 +194,19 @@ def test_demo_mode_serves_every_metric_without_an_account(tmp_path: Path) -> Non
         assert value(text, age, account="demo", device_id="9d9e5e0e093a06d5f16e1116d108d0c7") < 60
     finally:
         assert demo.stop() == 0, demo.log
+
+
+def test_start_up_calls_no_cloud(cloud: SimulatedCloud, tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"parqex:\n  base_url: {cloud.url}\n  accounts:\n"
+        "    - {name: home, token: demo-parqex-token}\n"
+    )
+    process = start_exporter(["--config.file", str(path)])
+    try:
+        assert httpx.get(process.url + "/-/healthy").status_code == 200
+        assert cloud.request_count() == 0  # nothing is collected before the first scrape
+        assert value(process.scrape().text, "parqex_up", account="home") == 1
+        assert cloud.request_count() == 1
+    finally:
+        assert process.stop() == 0, process.log

@@ -17,17 +17,16 @@ Conventions every panel follows (tests/test_rules.py checks them):
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-THRESHOLDS_FILE = ROOT / "prometheus" / "thresholds.yml"
+sys.path.insert(0, str(ROOT / "prometheus"))  # the thresholds' reader lives with the alerts
+from generate_alerts import run_generator  # noqa: E402
+
 DASHBOARD_FILE = HERE / "dashboards" / "device-cloud.json"
 
 UID = "device-cloud-exporter"
@@ -878,27 +877,14 @@ def render(thresholds: dict[str, Any]) -> str:
     return json.dumps(build_dashboard(thresholds), indent=2, ensure_ascii=False) + "\n"
 
 
-def load_thresholds(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--thresholds", type=Path, default=THRESHOLDS_FILE)
-    parser.add_argument("--output", type=Path, default=DASHBOARD_FILE)
-    parser.add_argument("--check", action="store_true", help="fail if the output is stale")
-    args = parser.parse_args(argv)
-    text = render(load_thresholds(args.thresholds))
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is out of date: run {Path(__file__).name}", file=sys.stderr)
-            return 1
-        return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output}")
-    return 0
+    return run_generator(
+        argv,
+        description=__doc__.splitlines()[0],
+        render_text=render,
+        output=DASHBOARD_FILE,
+        script=Path(__file__).name,
+    )
 
 
 if __name__ == "__main__":

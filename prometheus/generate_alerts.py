@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -401,22 +402,45 @@ def render(thresholds: dict[str, Any]) -> str:
     return HEADER + body
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_generator(
+    argv: list[str] | None,
+    *,
+    description: str,
+    render_text: Callable[[dict[str, Any]], str],
+    output: Path,
+    script: str,
+) -> int:
+    """The command line both generators share: write the output, or `--check` it is current.
+
+    grafana/generate_dashboard.py calls this too, so both read thresholds.yml through the
+    same checks in load_thresholds.
+    """
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--thresholds", type=Path, default=THRESHOLDS_FILE)
-    parser.add_argument("--output", type=Path, default=ALERTS_FILE)
+    parser.add_argument("--output", type=Path, default=output)
     parser.add_argument("--check", action="store_true", help="fail if the output is stale")
     args = parser.parse_args(argv)
-    text = render(load_thresholds(args.thresholds))
+    text = render_text(load_thresholds(args.thresholds))
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         if current != text:
-            print(f"{args.output} is out of date: run {Path(__file__).name}", file=sys.stderr)
+            print(f"{args.output} is out of date: run {script}", file=sys.stderr)
             return 1
         return 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_generator(
+        argv,
+        description=__doc__.splitlines()[0],
+        render_text=render,
+        output=ALERTS_FILE,
+        script=Path(__file__).name,
+    )
 
 
 if __name__ == "__main__":

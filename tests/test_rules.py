@@ -158,7 +158,8 @@ def test_alerts_yml_is_generated_from_thresholds() -> None:
 
 def test_dashboard_json_is_generated_from_code() -> None:
     generator = load_module(ROOT / "grafana" / "generate_dashboard.py", "generate_dashboard")
-    expected = generator.render(generator.load_thresholds())
+    thresholds = load_module(PROM_DIR / "generate_alerts.py", "generate_alerts").load_thresholds()
+    expected = generator.render(thresholds)
     assert DASHBOARD.read_text(encoding="utf-8") == expected, (
         "grafana/dashboards/device-cloud.json is stale: run python grafana/generate_dashboard.py"
     )
@@ -483,3 +484,16 @@ def test_every_dashboard_expression_parses(dashboard: dict[str, Any], tmp_path: 
     )
     result = run(tool("promtool"), "check", "rules", str(rule_file))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_both_generators_refuse_a_bad_thresholds_file(tmp_path: Path) -> None:
+    """One reader checks thresholds.yml for the alerts and the dashboard alike."""
+    bad = tmp_path / "thresholds.yml"
+    text = (PROM_DIR / "thresholds.yml").read_text(encoding="utf-8")
+    bad.write_text(text.replace("battery_critical_ratio:", "battery_critical_ratio: 0.9 #"))
+    for script in (PROM_DIR / "generate_alerts.py", ROOT / "grafana" / "generate_dashboard.py"):
+        module = load_module(script, script.stem)
+        out = tmp_path / f"{script.stem}.out"
+        with pytest.raises(ValueError, match="battery_critical_ratio must be below"):
+            module.main(["--thresholds", str(bad), "--output", str(out)])
+        assert not out.exists()

@@ -71,6 +71,13 @@ def _check_zone(value: str) -> str:
 def _check_name(value: str) -> str:
     if not value.strip():
         raise ValueError("account name is empty; fix: give each account a short unique name")
+    if not value.isprintable() or len(value) > 256:
+        # it becomes the `account` label of every series: a control character or a lone
+        # surrogate ("\ud83d" in YAML) would break every scrape
+        raise ValueError(
+            "account name has control characters, an invalid character or is longer than "
+            "256; fix: give each account a short printable name"
+        )
     return value
 
 

@@ -142,6 +142,7 @@ class AccountWorker:
             raise
         except Exception as exc:
             # A bug of ours must cost this account's metrics, not the whole scrape.
+            self._stats.errors[(self.source, self.name, "internal")] += 1
             log.error(
                 "collection crashed; please report this",
                 exc_info=True,

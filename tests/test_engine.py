@@ -388,6 +388,8 @@ def test_a_bug_in_one_account_does_not_fail_the_scrape(
     assert value(out, "lametric_up", account="clock") == 1
     crashes = [r.getMessage() for r in caplog.records if r.name == "exporter.engine"]
     assert crashes == ["collection crashed; please report this"] * 2
+    errors = "device_cloud_exporter_upstream_errors_total"  # counted, not only logged
+    assert value(out, errors, source="parqex", account="good", reason="internal") == 1
 
 
 def test_a_rejected_token_is_retried_once_when_the_token_file_was_rotated(

@@ -32,7 +32,16 @@ from exporter.sources import LametricSnapshot, undocumented_states
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BERLIN = ZoneInfo("Europe/Berlin")
-REASONS = {"missing", "null", "wrong_type", "out_of_range", "bad_format", "duplicate"}
+REASONS = {
+    "missing",
+    "null",
+    "wrong_type",
+    "out_of_range",
+    "bad_format",
+    "duplicate",
+    "too_long",
+    "bad_characters",
+}
 MISSING = object()  # "delete the key" in a parametrized case
 
 API_KEY = "8adaa0c98278dbb1ecb218d1c3e11f9312317ba474ab3361f80c0bd4f13a6749"

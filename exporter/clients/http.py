@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import ssl
 import time
 import zlib
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import certifi
 import httpx
@@ -157,10 +158,31 @@ def _transport_error(exc: httpx.HTTPError, what: str, token: str) -> UpstreamErr
 def decode_json(body: bytes, content_type: str, what: str) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        kind = content_type.split(";")[0].strip() or "no content type"
-        failure = UpstreamError("decode", f"{what}: the answer is not JSON ({kind})")
-    raise failure
+    except ValueError as exc:  # UnicodeDecodeError included
+        if "integer string conversion" not in str(exc):
+            _not_json(content_type, what)
+    except RecursionError:
+        _not_json(content_type, what)
+    # An integer of more than 4,300 digits (Python's limit on int(str)) is valid JSON: one
+    # field that cannot be used, not an answer that cannot be read. Only this rare answer pays
+    # for a Python callback per integer.
+    try:
+        return json.loads(body, parse_int=_bounded_int)
+    except (ValueError, RecursionError):
+        _not_json(content_type, what)
+
+
+def _bounded_int(digits: str) -> int | float:
+    """An integer too long for int(): an infinity, which every number field skips."""
+    try:
+        return int(digits)
+    except ValueError:
+        return -math.inf if digits.startswith("-") else math.inf
+
+
+def _not_json(content_type: str, what: str) -> NoReturn:
+    kind = content_type.split(";")[0].strip() or "no content type"
+    raise UpstreamError("decode", f"{what}: the answer is not JSON ({kind})")
 
 
 async def _read_limited(

@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Sequence
 
 from exporter.engine import Outcome
 from exporter.exposition import Family, escape
+
+log = logging.getLogger(__name__)
+
+
+def add_accounts(
+    outcomes: Sequence[Outcome], families: Sequence[Family], add: Callable[[Outcome], None]
+) -> tuple[list[Outcome], list[Outcome]]:
+    """Call `add` for each collected account; a bug of ours in it costs that account only.
+
+    An account whose samples could not be built has its half-built samples taken out again and
+    is reported as failed with reason "internal", so the answer stays whole and every other
+    account keeps its metrics. Returns the outcomes to report health for, and those that crashed.
+    """
+    reported: list[Outcome] = []
+    crashed: list[Outcome] = []
+    for outcome in outcomes:
+        if outcome.snapshot is not None:
+            marks = [len(family.samples) for family in families]
+            try:
+                add(outcome)
+            except Exception:
+                for family, mark in zip(families, marks, strict=True):
+                    del family.samples[mark:]
+                log.error(
+                    "building metrics crashed; please report this",
+                    exc_info=True,
+                    extra={"source": outcome.source, "account": outcome.account},
+                )
+                outcome = dataclasses.replace(outcome, snapshot=None, reason="internal")
+                crashed.append(outcome)
+        reported.append(outcome)
+    return reported, crashed
 
 
 def gauge(name: str, doc: str, labels: Sequence[str]) -> Family:

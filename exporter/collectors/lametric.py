@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from exporter.collectors.common import (
     account_labels,
+    add_accounts,
     add_if,
     add_state,
     device_labels,
@@ -20,11 +21,12 @@ from exporter.sources import LametricSnapshot
 DEVICE = ["account", "device_id"]
 
 
-def families(outcomes: Sequence[Outcome], now: float) -> list[Family]:
+def families(outcomes: Sequence[Outcome], now: float) -> tuple[list[Family], list[Outcome]]:
+    """The LaMetric families, and the accounts whose families crashed (see `add_accounts`)."""
     del now  # LaMetric has no "age" metrics; the signature matches the other collectors
     outcomes = [o for o in outcomes if o.source == "lametric"]
     if not outcomes:
-        return []
+        return [], []
     user_info = gauge(
         "lametric_user_info",
         "LaMetric user identity, always 1 (id, name).",
@@ -62,10 +64,20 @@ def families(outcomes: Sequence[Outcome], now: float) -> list[Family]:
         "Unix time the device's record last changed (updated_at).",
         DEVICE,
     )
-    for outcome in outcomes:
+    data = [
+        user_info,
+        user_devices,
+        user_apps,
+        user_private_apps,
+        device_info,
+        device_state,
+        created,
+        updated,
+    ]
+
+    def add(outcome: Outcome) -> None:
         snapshot = outcome.snapshot
-        if not isinstance(snapshot, LametricSnapshot):
-            continue
+        assert isinstance(snapshot, LametricSnapshot)
         account = outcome.account
         if (user := snapshot.user) is not None:
             user_info.add([account, user.id or "", user.name or ""], 1.0)
@@ -90,14 +102,6 @@ def families(outcomes: Sequence[Outcome], now: float) -> list[Family]:
             add_state(device_state, labels, KNOWN_DEVICE_STATES, device.state)
             add_if(created, labels, device.created_at)
             add_if(updated, labels, device.updated_at)
-    return [
-        *health_families("lametric", outcomes),
-        user_info,
-        user_devices,
-        user_apps,
-        user_private_apps,
-        device_info,
-        device_state,
-        created,
-        updated,
-    ]
+
+    reported, crashed = add_accounts(outcomes, data, add)
+    return [*health_families("lametric", reported), *data], crashed

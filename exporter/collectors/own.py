@@ -43,7 +43,7 @@ def account_families(engine: Engine, only: AccountKey | None = None) -> list[Fam
     errors = Family(
         "device_cloud_exporter_upstream_errors",
         "Failed upstream collections by source, account and reason (timeout, connect, auth, "
-        "rate_limited, http_4xx, http_5xx, decode, too_large, token).",
+        "rate_limited, http_4xx, http_5xx, decode, too_large, token; internal for a bug of ours).",
         ["source", "account", "reason"],
         kind="counter",
     )

@@ -8,6 +8,7 @@ the device, the account or the scrape.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -19,7 +20,19 @@ class Problem:
     """A skipped field: `field` is `object.key` (e.g. `door.state`), `reason` a short word."""
 
     field: str
-    reason: str  # missing | null | wrong_type | out_of_range | bad_format | duplicate
+    # missing | null | wrong_type | out_of_range | bad_format | duplicate | too_long, or
+    # bad_characters: the value is kept with U+FFFD in place of what no exposition can carry
+    reason: str
+
+
+# A label value longer than this is a broken or hostile answer, not a name: one such value
+# would make every scrape megabytes larger. Device names and ids are tens of characters.
+MAX_STRING_LENGTH = 1024
+# What a valid exposition cannot carry, or a parser may choke on: lone UTF-16 surrogates (a
+# JavaScript client cutting a string mid-emoji writes them as \ud83d) cannot be encoded as
+# UTF-8 at all, and C0/C1 control characters other than tab and newline (NUL, ESC, ...) are
+# garbage in a label. Tab is harmless and newline is escaped by the exposition writer.
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class Reader:
@@ -49,22 +62,44 @@ class Reader:
 
     def str(self, key: str) -> str | None:
         value = self._obj.get(key)
-        if type(value) is str:
-            return value
+        if type(value) is str and len(value) <= MAX_STRING_LENGTH and value.isprintable():
+            return value  # isprintable() is False for every character _clean changes
         value = self._raw(key)
-        if value is None or isinstance(value, str):
-            return value
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return self._clean(key, value)
         self.skip(key, "wrong_type")
         return None
+
+    def optional_str(self, key: str) -> str | None:
+        """A string the API may leave out or null without that being a problem."""
+        return self.str(key) if self._obj.get(key) is not None else None
+
+    def _clean(self, key: str, value: str) -> str | None:
+        """`value` fit for a label: too long is skipped, unencodable characters replaced."""
+        if len(value) > MAX_STRING_LENGTH:
+            self.skip(key, "too_long")
+            return None
+        cleaned = _UNPRINTABLE.sub("\ufffd", value)
+        if cleaned != value:
+            self.skip(key, "bad_characters")  # counted and logged once; the value is kept
+        return cleaned
 
     def ident(self, key: str) -> str | None:
         """An id: a non-empty string, or an integer (LaMetric's are numbers), as a label value."""
         value = self._obj.get(key)
-        if type(value) is str and value and not value[0].isspace() and not value[-1].isspace():
+        if (
+            type(value) is str
+            and 0 < len(value) <= MAX_STRING_LENGTH
+            and value.isprintable()
+            and not value[0].isspace()
+            and not value[-1].isspace()
+        ):
             return value
         value = self._raw(key)
         if isinstance(value, str) and value.strip():
-            return value.strip()
+            return self._clean(key, value.strip())
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         if value is not None:
@@ -125,10 +160,15 @@ class Reader:
 
     def timestamp(self, key: str, zone: tzinfo | None = None) -> float | None:
         """Seconds since the epoch; a zone-less time is read in `zone` (UTC when not given)."""
-        value = self.str(key)
-        if value is None:
-            return None
-        try:
+        value = self._obj.get(key)
+        if type(value) is not str:
+            value = self._raw(key)
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                self.skip(key, "wrong_type")
+                return None
+        try:  # no label is made of it: whatever is not a time is one bad_format, never two
             moment = datetime.fromisoformat(value)
         except ValueError:
             self.skip(key, "bad_format")

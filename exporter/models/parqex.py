@@ -70,8 +70,8 @@ def _device(raw: dict[str, Any], zone: tzinfo, problems: list[Problem]) -> Devic
     device_id = r.ident("id")
     if device_id is None:
         return None  # without an id there is no series to put the rest on
-    first, last = raw.get("owner_first_name"), raw.get("owner_last_name")
-    owner = " ".join(p for p in (first, last) if isinstance(p, str) and p.strip()) or None
+    first, last = r.optional_str("owner_first_name"), r.optional_str("owner_last_name")
+    owner = " ".join(p for p in (first, last) if p and p.strip()) or None
     return Device(
         id=device_id,
         blackbox_code=r.str("blackbox_code"),

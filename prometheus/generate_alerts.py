@@ -176,16 +176,16 @@ class Reading:
         return selector if self.grace is None else f"topk by ({key}) (1, {selector})"
 
     def age(self, timestamp: str) -> str:
-        """Seconds from the instant vector `timestamp` to now, or to the last success."""
-        if self.grace is None:
-            return f"time() - {timestamp}"
+        """Seconds from the instant vector `timestamp` to the account's last successful
+        collection. Not to time(): live and bridged readings must agree, or an alert that had
+        just crossed its threshold would drop at the first failed scrape (the collection is
+        up to a scrape interval older than the evaluation)."""
         last = f"{self.source}_last_success_timestamp_seconds"
         if self.account_filter:
             last += f"{{{self.account_filter}}}"
-        return (
-            f"last_over_time({last}[{self.grace}])\n"
-            f"- on (job, instance, account) group_right ()\n  {timestamp}"
-        )
+        if self.grace is not None:
+            last = f"last_over_time({last}[{self.grace}])"
+        return f"{last}\n- on (job, instance, account) group_right ()\n  {timestamp}"
 
 
 def bridged(

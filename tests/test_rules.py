@@ -539,3 +539,44 @@ def test_thresholds_refuse_an_account_or_exporter_alert_slower_than_the_grace_pe
     ):
         generator.load_thresholds(bad)
     generator.load_thresholds(PROM_DIR / "thresholds.yml")  # the shipped values pass
+
+
+def test_dashboard_draws_a_gap_in_collection_as_a_gap(dashboard: dict[str, Any]) -> None:
+    """No line or state is interpolated across the time an account was not collected."""
+    graphs = [p for p in data_panels(dashboard) if p["type"] in ("timeseries", "state-timeline")]
+    assert len(graphs) >= 5
+    for panel in graphs:
+        assert panel["fieldConfig"]["defaults"]["custom"]["spanNulls"] is False, panel["title"]
+
+
+def test_dashboard_stats_say_when_their_data_is_older_than_the_grace_period(
+    dashboard: dict[str, Any],
+) -> None:
+    thresholds = yaml.safe_load((PROM_DIR / "thresholds.yml").read_text(encoding="utf-8"))
+    grace = thresholds["collection_grace"]
+    device_stats = [
+        p
+        for p in data_panels(dashboard)
+        if p["type"] == "stat" and any(SELECTOR.search(t["expr"]) for t in p["targets"])
+    ]
+    assert {p["title"] for p in device_stats} >= {
+        "Doors open",
+        "Doors open too long",
+        "Lowest sensor battery",
+        "Controllers not seen",
+        "LaMetric devices banned",
+    }
+    for panel in device_stats:
+        # The last collected values bridge a gap for the grace period, as in the alerts...
+        for target in panel["targets"]:
+            assert f"[{grace}])" in target["expr"], panel["title"]
+            assert "== 1)" in target["expr"] and "_up{" in target["expr"], panel["title"]
+        # ...and past it the stat says so instead of showing nothing or a stale number.
+        assert panel["fieldConfig"]["defaults"]["noValue"] == f"no data for {grace}"
+    by_title = {p["title"]: p for p in data_panels(dashboard)}
+    age = by_title["Time since last successful collection"]
+    steps = age["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1] == {"value": _seconds(grace), "color": "red"}
+    for target in age["targets"]:
+        # still shown when the exporter is down and its series are stale
+        assert "last_over_time(" in target["expr"]

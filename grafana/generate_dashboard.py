@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "prometheus"))  # the thresholds' reader lives with the alerts
-from generate_alerts import run_generator  # noqa: E402
+from generate_alerts import (  # noqa: E402
+    Reading,
+    bridged,
+    door_open_expr,
+    duration_seconds,
+    run_generator,
+)
 
 DASHBOARD_FILE = HERE / "dashboards" / "device-cloud.json"
 
@@ -147,6 +154,7 @@ def stat(
     mappings: list[dict[str, Any]] | None = None,
     text_mode: str = "value",
     decimals: int | None = None,
+    no_value: str | None = None,
 ) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "unit": unit,
@@ -154,6 +162,8 @@ def stat(
         "mappings": mappings or [],
         "color": {"mode": "thresholds"},
     }
+    if no_value is not None:
+        defaults["noValue"] = no_value
     if decimals is not None:
         defaults["decimals"] = decimals
     return {
@@ -236,7 +246,8 @@ def state_timeline(
                 "color": {"mode": "thresholds"},
                 "thresholds": steps((None, "text")),
                 "mappings": mappings,
-                "custom": {"fillOpacity": 80, "lineWidth": 0},
+                # A gap in collection stays a gap: no state is drawn across it.
+                "custom": {"fillOpacity": 80, "lineWidth": 0, "spanNulls": False},
             },
             "overrides": [],
         },
@@ -331,39 +342,56 @@ def build_panels(t: dict[str, Any]) -> list[dict[str, Any]]:
 
     # ---------------------------------------------------------------- overview
     b.row("At a glance")
-    open_seconds = (
-        f"(time() - (parqex_door_last_toggled_timestamp_seconds{{{DEV}}} > 0))\n"
-        f"* on ({DOOR_KEY}) parqex_door_open{{{DEV}}}"
+    # The device stats read what the alerts read: live values, or during a gap in collection
+    # the last collected ones for up to collection_grace. Older than that they show no_data.
+    grace = str(t["collection_grace"])
+    no_data = f"no data for {grace}"
+    gap_note = (
+        f" During a gap in collection: the values of the last successful collection, for up"
+        f" to {grace} (as the alerts see them); then '{no_data}'."
     )
+
+    def parqex_now(build: Callable[[Reading], str]) -> str:
+        return bridged(build, "parqex", grace, ACC, DEV)
+
+    doors_open = parqex_now(lambda r: r.metric("parqex_door_open"))
     overview = [
         stat(
             "Doors open",
-            "ParqEx doors reported OPEN right now.",
-            [target(f"sum(parqex_door_open{{{DEV}}})", "A", instant=True)],
+            "ParqEx doors reported OPEN." + gap_note,
+            [target(f"sum(\n{doors_open}\n)", "A", instant=True)],
             thresholds=steps((None, "green"), (1, "orange")),
+            no_value=no_data,
         ),
         stat(
             "Doors open too long",
             "Doors open longer than their controller's own door-open alert time "
-            "(time_before_door_open_alert): what DeviceCloudDoorOpen alerts on.",
+            "(time_before_door_open_alert): what DeviceCloudDoorOpen alerts on." + gap_note,
             [
                 target(
-                    f"sum(\n  ({open_seconds})\n  > bool on ({DEVICE_KEY}) group_left ()\n"
-                    f"  (parqex_device_door_open_alert_threshold_seconds{{{DEV}}} > 0)\n)",
+                    f"count(\n{parqex_now(lambda r: door_open_expr(r, None))}\n)\n"
+                    f"or\n0 * sum(\n{doors_open}\n)",
                     "A",
                     instant=True,
                 )
             ],
             thresholds=steps((None, "green"), (1, "red")),
+            no_value=no_data,
         ),
         stat(
             "Lowest sensor battery",
             "Lowest battery among door bluetooth sensors (doors without a sensor are ignored). "
-            f"Alerts below {low:.0%} (warning) and {critical:.0%} (critical).",
+            f"Alerts below {low:.0%} (warning) and {critical:.0%} (critical)." + gap_note,
             [
                 target(
-                    f"min(\n  parqex_door_sensor_battery_ratio{{{DEV}}}\n"
-                    f"  and on ({DOOR_KEY}) (parqex_door_bluetooth_sensor{{{DEV}}} == 1)\n)",
+                    "min(\n"
+                    + parqex_now(
+                        lambda r: (
+                            f"{r.metric('parqex_door_sensor_battery_ratio')}\n"
+                            f"and on ({DOOR_KEY}) ({r.metric('parqex_door_bluetooth_sensor')} == 1)"
+                        )
+                    )
+                    + "\n)",
                     "A",
                     instant=True,
                 )
@@ -371,30 +399,55 @@ def build_panels(t: dict[str, Any]) -> list[dict[str, Any]]:
             unit="percentunit",
             thresholds=battery_steps,
             decimals=0,
+            no_value=no_data,
         ),
         stat(
             "Controllers not seen",
-            f"ParqEx controllers whose last contact with the cloud is older than {max_age} s.",
+            f"ParqEx controllers whose last contact with the cloud is older than {max_age} s."
+            + gap_note,
             [
                 target(
-                    f"sum(parqex_device_last_contact_age_seconds{{{DEV}}} > bool {max_age})",
+                    "sum(\n"
+                    + parqex_now(
+                        lambda r: (
+                            f"{r.metric('parqex_device_last_contact_age_seconds')} > bool {max_age}"
+                        )
+                    )
+                    + "\n)",
                     "A",
                     instant=True,
                 )
             ],
             thresholds=steps((None, "green"), (1, "orange")),
+            no_value=no_data,
         ),
         stat(
             "LaMetric devices banned",
-            "LaMetric devices in state banned.",
-            [target(f'sum(lametric_device_state{{state="banned", {DEV}}})', "A", instant=True)],
+            "LaMetric devices in state banned." + gap_note,
+            [
+                target(
+                    "sum(\n"
+                    + bridged(
+                        lambda r: r.metric("lametric_device_state", 'state="banned"'),
+                        "lametric",
+                        grace,
+                        ACC,
+                        DEV,
+                    )
+                    + "\n)",
+                    "A",
+                    instant=True,
+                )
+            ],
             thresholds=steps((None, "green"), (1, "red")),
+            no_value=no_data,
         ),
         stat(
             "Accounts failing",
             "ParqEx and LaMetric accounts whose last collection failed (parqex_up / lametric_up).",
             [target(f"sum(\n  (\n{ACCOUNT_UP}\n  ) == bool 0\n)", "A", instant=True)],
             thresholds=steps((None, "green"), (1, "red")),
+            no_value="no accounts scraped",
         ),
     ]
     for panel in overview:
@@ -402,6 +455,10 @@ def build_panels(t: dict[str, Any]) -> list[dict[str, Any]]:
 
     # ---------------------------------------------------------------- doors
     b.row("Doors")
+    open_seconds = (
+        f"(time() - (parqex_door_last_toggled_timestamp_seconds{{{DEV}}} > 0))\n"
+        f"* on ({DOOR_KEY}) parqex_door_open{{{DEV}}}"
+    )
     b.add(
         table(
             "Doors",
@@ -585,10 +642,14 @@ def build_panels(t: dict[str, Any]) -> list[dict[str, Any]]:
     b.add(
         stat(
             "LaMetric devices by state",
-            "How many LaMetric devices are in each state.",
+            "How many LaMetric devices are in each state." + gap_note,
             [
                 target(
-                    f"sum by (state) (lametric_device_state{{{DEV}}})",
+                    "sum by (state) (\n"
+                    + bridged(
+                        lambda r: r.metric("lametric_device_state"), "lametric", grace, ACC, DEV
+                    )
+                    + "\n)",
                     "A",
                     legend="{{state}}",
                     instant=True,
@@ -596,6 +657,7 @@ def build_panels(t: dict[str, Any]) -> list[dict[str, Any]]:
             ],
             text_mode="value_and_name",
             thresholds=steps((None, "blue")),
+            no_value=no_data,
         ),
         w=8,
         h=6,
@@ -689,23 +751,32 @@ def build_panels(t: dict[str, Any]) -> list[dict[str, Any]]:
     b.add(
         stat(
             "Time since last successful collection",
-            "Per account; collection runs on every scrape.",
+            "Per account; collection runs on every scrape. Also while the exporter is down "
+            f"(last value within the time range). Orange after {t['account_down_window']}; red "
+            f"after {grace} (collection_grace): the alerts and the stats above no longer use "
+            "the account's devices.",
             [
                 target(
-                    f"time() - parqex_last_success_timestamp_seconds{{{ACC}}}",
+                    "time() - last_over_time(parqex_last_success_timestamp_seconds"
+                    f"{{{ACC}}}[$__range])",
                     "A",
                     legend="ParqEx {{account}}",
                     instant=True,
                 ),
                 target(
-                    f"time() - lametric_last_success_timestamp_seconds{{{ACC}}}",
+                    "time() - last_over_time(lametric_last_success_timestamp_seconds"
+                    f"{{{ACC}}}[$__range])",
                     "B",
                     legend="LaMetric {{account}}",
                     instant=True,
                 ),
             ],
             unit="s",
-            thresholds=steps((None, "green"), (600, "orange"), (1800, "red")),
+            thresholds=steps(
+                (None, "green"),
+                (duration_seconds(t["account_down_window"]), "orange"),
+                (duration_seconds(grace), "red"),
+            ),
             text_mode="value_and_name",
         ),
         w=12,

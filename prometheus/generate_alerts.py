@@ -18,6 +18,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,14 @@ HEADER = """\
 """
 
 _DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration ('1h30m') in seconds."""
+    return sum(
+        float(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", str(text))
+    )
 
 
 def load_thresholds(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
@@ -46,11 +55,29 @@ def load_thresholds(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping")
     for key, value in data.items():
-        if (key.endswith("_for") or key.endswith("_window")) and not _DURATION_RE.match(str(value)):
+        is_duration = key.endswith(("_for", "_window", "_grace"))
+        if is_duration and not _DURATION_RE.match(str(value)):
             raise ValueError(f"{path}: {key}={value!r} is not a Prometheus duration")
-    for key in ("battery_low_ratio", "battery_critical_ratio"):
+    for key in (
+        "battery_low_ratio",
+        "battery_critical_ratio",
+        "account_down_max_success_ratio",
+        "account_flapping_max_success_ratio",
+    ):
         if not 0 < float(data[key]) < 1:
             raise ValueError(f"{path}: {key} must be between 0 and 1")
+    # Past the grace period the device alerts end: these must already be firing by then.
+    grace = duration_seconds(data["collection_grace"])
+    for keys in (
+        ("account_down_window", "account_down_for"),
+        ("exporter_down_for",),
+        ("exporter_absent_for",),
+    ):
+        if sum(duration_seconds(data[key]) for key in keys) >= grace:
+            raise ValueError(
+                f"{path}: {' + '.join(keys)} must be shorter than collection_grace"
+                f" ({data['collection_grace']}), or device alerts end before it fires"
+            )
     if float(data["battery_critical_ratio"]) >= float(data["battery_low_ratio"]):
         raise ValueError(f"{path}: battery_critical_ratio must be below battery_low_ratio")
     if float(data["door_open_critical_factor"]) <= 1:
@@ -74,16 +101,24 @@ def percent(ratio: float) -> str:
 
 
 # Template snippets (Go text/template, evaluated by Prometheus when the alert fires).
-DOOR_NAMES = (
-    '{{ range $i, $d := printf "parqex_door_info{account=%q,device_id=%q}" $labels.account'
-    ' $labels.device_id | query | sortByLabel "name" }}{{ if $i }},{{ else }}, doors{{ end }}'
-    ' "{{ $d.Labels.name }}"{{ else }}, no doors known{{ end }}'
-)
-DEVICE_THRESHOLD = (
-    '{{ with printf "parqex_device_door_open_alert_threshold_seconds{account=%q,device_id=%q}"'
-    " $labels.account $labels.device_id | query }}{{ . | first | value | humanizeDuration }}"
-    "{{ end }}"
-)
+# Their queries read the last value within the grace period: during a gap in collection the
+# series are stale, and an alert that still fires must still name its doors and threshold.
+def door_names(grace: str) -> str:
+    return (
+        '{{ range $i, $d := printf "last_over_time(parqex_door_info{account=%q,device_id=%q}['
+        + grace
+        + '])" $labels.account $labels.device_id | query | sortByLabel "name" }}'
+        '{{ if $i }},{{ else }}, doors{{ end }} "{{ $d.Labels.name }}"'
+        "{{ else }}, no doors known{{ end }}"
+    )
+
+
+def device_threshold(grace: str) -> str:
+    return (
+        '{{ with printf "last_over_time(parqex_device_door_open_alert_threshold_seconds{'
+        "account=%q,device_id=%q}[" + grace + '])" $labels.account $labels.device_id | query }}'
+        "{{ . | first | value | humanizeDuration }}{{ end }}"
+    )
 
 
 def errors_by_reason(window: str) -> str:
@@ -96,45 +131,117 @@ def errors_by_reason(window: str) -> str:
     )
 
 
-# Both per-account `_up` gauges as one vector with a `source` label (parqex|lametric).
-ACCOUNT_UP = (
-    '(\n  label_replace(parqex_up, "source", "parqex", "", "")\n'
-    '  or\n  label_replace(lametric_up, "source", "lametric", "", "")\n)'
-)
+def per_account(function: Callable[[str], str]) -> str:
+    """`function` of both per-account `_up` gauges as one vector with a `source` label."""
+    return (
+        "(\n"
+        f'  label_replace({function("parqex_up")}, "source", "parqex", "", "")\n'
+        "  or\n"
+        f'  label_replace({function("lametric_up")}, "source", "lametric", "", "")\n'
+        ")"
+    )
+
+
+ACCOUNT_UP = per_account(lambda up: up)
 
 
 def indent(text: str, by: int = 2) -> str:
     return "\n".join((" " * by + line) if line else line for line in text.splitlines())
 
 
-def door_open_expr(factor: float | None) -> str:
-    threshold = "(parqex_device_door_open_alert_threshold_seconds > 0)"
+@dataclass(frozen=True)
+class Reading:
+    """How a device expression reads its inputs: the current samples, or (with `grace`) the
+    values of the account's last successful collection, as of that collection's time.
+
+    Every device expression is built twice from one function, once per reading, so the
+    expression that bridges a gap cannot drift from the one that alerts on live data.
+    `account_filter`/`device_filter` are label matchers the dashboard adds.
+    """
+
+    source: str  # parqex | lametric
+    grace: str | None = None
+    account_filter: str = ""
+    device_filter: str = ""
+
+    def metric(self, name: str, matchers: str = "") -> str:
+        joined = ", ".join(m for m in (matchers, self.device_filter) if m)
+        selector = f"{name}{{{joined}}}" if joined else name
+        return selector if self.grace is None else f"last_over_time({selector}[{self.grace}])"
+
+    def info(self, name: str, key: str) -> str:
+        """An `_info` metric to join names from: one series per `key`, also when a label
+        (a new name, firmware or IP) changed within the grace period."""
+        selector = self.metric(name)
+        return selector if self.grace is None else f"topk by ({key}) (1, {selector})"
+
+    def age(self, timestamp: str) -> str:
+        """Seconds from the instant vector `timestamp` to the account's last successful
+        collection. Not to time(): live and bridged readings must agree, or an alert that had
+        just crossed its threshold would drop at the first failed scrape (the collection is
+        up to a scrape interval older than the evaluation)."""
+        last = f"{self.source}_last_success_timestamp_seconds"
+        if self.account_filter:
+            last += f"{{{self.account_filter}}}"
+        if self.grace is not None:
+            last = f"last_over_time({last}[{self.grace}])"
+        return f"{last}\n- on (job, instance, account) group_right ()\n  {timestamp}"
+
+
+def bridged(
+    build: Callable[[Reading], str],
+    source: str,
+    grace: str,
+    account_filter: str = "",
+    device_filter: str = "",
+) -> str:
+    """`build` on live data, or on the last collected values while the account is not up.
+
+    While `<source>_up` is 1 the live samples decide, so a door seen closed resolves at once.
+    While it is 0 or missing (a failed collection, an exporter restart) the device series are
+    stale and the second branch answers with the values of the last successful collection,
+    for `grace` after it: a firing alert keeps firing and a pending one keeps its timer.
+    """
+    live = build(Reading(source, None, account_filter, device_filter))
+    last = build(Reading(source, grace, account_filter, device_filter))
+    up = f"{source}_up{{{account_filter}}}" if account_filter else f"{source}_up"
+    return (
+        f"(\n{indent(live)}\n)\n"
+        "or\n"
+        f"(\n  (\n{indent(last, 4)}\n  )\n"
+        f"  unless on (job, instance, account)\n    ({up} == 1)\n)"
+    )
+
+
+def door_open_expr(r: Reading, factor: float | None) -> str:
+    threshold = f"({r.metric('parqex_device_door_open_alert_threshold_seconds')} > 0)"
     if factor is not None:
         threshold = f"{threshold} * {factor:g}"
+    toggled = f"({r.metric('parqex_door_last_toggled_timestamp_seconds')} > 0)"
     return (
         "(\n"
         "  (\n"
-        "      (time() - (parqex_door_last_toggled_timestamp_seconds > 0))\n"
+        f"      (\n{indent(r.age(toggled), 8)}\n      )\n"
         "    and on (account, device_id, door_id)\n"
-        "      (parqex_door_open == 1)\n"
+        f"      ({r.metric('parqex_door_open')} == 1)\n"
         "  )\n"
         "  > on (account, device_id) group_left ()\n"
         f"    {threshold}\n"
         ")\n"
         "* on (account, device_id, door_id) group_left (name)\n"
-        "  parqex_door_info"
+        f"  {r.info('parqex_door_info', 'account, device_id, door_id')}"
     )
 
 
-def battery_expr(ratio: float) -> str:
+def battery_expr(r: Reading, ratio: float) -> str:
     return (
         "(\n"
-        f"    (parqex_door_sensor_battery_ratio < {float(ratio):g})\n"
+        f"    ({r.metric('parqex_door_sensor_battery_ratio')} < {float(ratio):g})\n"
         "  and on (account, device_id, door_id)\n"
-        "    (parqex_door_bluetooth_sensor == 1)\n"
+        f"    ({r.metric('parqex_door_bluetooth_sensor')} == 1)\n"
         ")\n"
         "* on (account, device_id, door_id) group_left (name)\n"
-        "  parqex_door_info"
+        f"  {r.info('parqex_door_info', 'account, device_id, door_id')}"
     )
 
 
@@ -169,42 +276,57 @@ def build_rules(t: dict[str, Any]) -> dict[str, Any]:
     low, critical = float(t["battery_low_ratio"]), float(t["battery_critical_ratio"])
     max_age = int(t["controller_last_contact_max_age_seconds"])
     stuck_age = int(t["lametric_stuck_new_age_seconds"])
-    info_owner = "* on (account, device_id) group_left (owner, blackbox_code)\n  parqex_device_info"
-    info_lametric = (
-        "* on (account, device_id) group_left (name, serial_number)\n  lametric_device_info"
-    )
+    grace = str(t["collection_grace"])
+    threshold_text = device_threshold(grace)
+
+    def parqex_device(build: Callable[[Reading], str]) -> str:
+        return bridged(build, "parqex", grace)
+
+    def lametric_device(build: Callable[[Reading], str]) -> str:
+        return bridged(build, "lametric", grace)
+
+    def info_owner(r: Reading) -> str:
+        return "* on (account, device_id) group_left (owner, blackbox_code)\n  " + r.info(
+            "parqex_device_info", "account, device_id"
+        )
+
+    def info_lametric(r: Reading) -> str:
+        return "* on (account, device_id) group_left (name, serial_number)\n  " + r.info(
+            "lametric_device_info", "account, device_id"
+        )
+
     controller = (
         "the controller of {{ $labels.owner }} (blackbox {{ $labels.blackbox_code }},"
-        " account {{ $labels.account }}" + DOOR_NAMES + ")"
+        " account {{ $labels.account }}" + door_names(grace) + ")"
     )
 
     parqex = [
         alert(
             "DoorOpen",
-            door_open_expr(None),
+            parqex_device(lambda r: door_open_expr(r, None)),
             t["door_open_for"],
             "warning",
             'Door "{{ $labels.name }}" has been open for {{ $value | humanizeDuration }}.',
             'ParqEx door "{{ $labels.name }}" (account {{ $labels.account }}) has been open for'
-            " {{ $value | humanizeDuration }}, longer than the " + DEVICE_THRESHOLD + " its"
+            " {{ $value | humanizeDuration }}, longer than the " + threshold_text + " its"
             " controller allows (time_before_door_open_alert). Close it or check why it is open.",
             device_dash,
         ),
         alert(
             "DoorOpenTooLong",
-            door_open_expr(factor),
+            parqex_device(lambda r: door_open_expr(r, factor)),
             t["door_open_critical_for"],
             "critical",
             'Door "{{ $labels.name }}" is still open after {{ $value | humanizeDuration }}.',
             'ParqEx door "{{ $labels.name }}" (account {{ $labels.account }}) has been open for'
             f" {{{{ $value | humanizeDuration }}}}, more than {factor:g} times the "
-            + DEVICE_THRESHOLD
+            + threshold_text
             + " its controller allows. Nobody closed it after the first alert: close it now.",
             device_dash,
         ),
         alert(
             "DoorSensorBatteryLow",
-            battery_expr(low),
+            parqex_device(lambda r: battery_expr(r, low)),
             t["battery_low_for"],
             "warning",
             'Door sensor battery of "{{ $labels.name }}" is low'
@@ -216,7 +338,7 @@ def build_rules(t: dict[str, Any]) -> dict[str, Any]:
         ),
         alert(
             "DoorSensorBatteryCritical",
-            battery_expr(critical),
+            parqex_device(lambda r: battery_expr(r, critical)),
             t["battery_critical_for"],
             "critical",
             'Door sensor battery of "{{ $labels.name }}" is almost empty'
@@ -229,7 +351,12 @@ def build_rules(t: dict[str, Any]) -> dict[str, Any]:
         ),
         alert(
             "ControllerNotSeen",
-            f"(parqex_device_last_contact_age_seconds > {max_age})\n{info_owner}",
+            parqex_device(
+                lambda r: (
+                    f"({r.metric('parqex_device_last_contact_age_seconds')} > {max_age})\n"
+                    + info_owner(r)
+                )
+            ),
             t["controller_not_seen_for"],
             "warning",
             "ParqEx controller of {{ $labels.owner }} ({{ $labels.blackbox_code }}) has not"
@@ -244,11 +371,17 @@ def build_rules(t: dict[str, Any]) -> dict[str, Any]:
         ),
         alert(
             "ControllerInactive",
-            "(\n"
-            '    label_replace(parqex_device_active == 0, "problem", "inactive", "", "")\n'
-            "  or\n"
-            '    label_replace(parqex_device_registered == 0, "problem", "unregistered", "", "")\n'
-            ")\n" + info_owner,
+            parqex_device(
+                lambda r: (
+                    "(\n"
+                    f"    label_replace({r.metric('parqex_device_active')} == 0,"
+                    ' "problem", "inactive", "", "")\n'
+                    "  or\n"
+                    f"    label_replace({r.metric('parqex_device_registered')} == 0,"
+                    ' "problem", "unregistered", "", "")\n'
+                    ")\n" + info_owner(r)
+                )
+            ),
             t["controller_inactive_for"],
             "warning",
             "ParqEx controller of {{ $labels.owner }} ({{ $labels.blackbox_code }}) is"
@@ -264,7 +397,14 @@ def build_rules(t: dict[str, Any]) -> dict[str, Any]:
     lametric = [
         alert(
             "LaMetricDeviceBanned",
-            f'(lametric_device_state{{state="banned"}} == 1)\n{info_lametric}',
+            lametric_device(
+                lambda r: (
+                    "("
+                    + r.metric("lametric_device_state", 'state="banned"')
+                    + " == 1)\n"
+                    + info_lametric(r)
+                )
+            ),
             t["lametric_banned_for"],
             "warning",
             'LaMetric device "{{ $labels.name }}" is banned.',
@@ -275,11 +415,17 @@ def build_rules(t: dict[str, Any]) -> dict[str, Any]:
         ),
         alert(
             "LaMetricDeviceStuckNew",
-            "(\n"
-            '    (lametric_device_state{state="new"} == 1)\n'
-            "  unless on (account, device_id)\n"
-            f"    (time() - lametric_device_created_timestamp_seconds < {stuck_age})\n"
-            ")\n" + info_lametric,
+            lametric_device(
+                lambda r: (
+                    "(\n" + "    (" + r.metric("lametric_device_state", 'state="new"') + " == 1)\n"
+                    # `and ... >=`, not `unless ... <`: without a known age nothing is stuck.
+                    "  and on (account, device_id)\n"
+                    "    (\n"
+                    + indent(r.age(r.metric("lametric_device_created_timestamp_seconds")), 6)
+                    + f"\n      >= {stuck_age}\n    )\n"
+                    ")\n" + info_lametric(r)
+                )
+            ),
             t["lametric_stuck_new_for"],
             "info",
             'LaMetric device "{{ $labels.name }}" is stuck in state new.',
@@ -292,17 +438,44 @@ def build_rules(t: dict[str, Any]) -> dict[str, Any]:
         ),
     ]
 
+    down_window, flap_window = t["account_down_window"], t["account_flapping_window"]
     health = [
         alert(
             "AccountDown",
-            f"{ACCOUNT_UP}\n== 0",
+            # A share of successes, not `_up == 0 for`: one lucky collection among failures
+            # must not restart the clock.
+            per_account(lambda up: f"avg_over_time({up}[{down_window}])")
+            + f"\n<= {float(t['account_down_max_success_ratio']):g}",
             t["account_down_for"],
             "warning",
             "Collection of {{ $labels.source }} account {{ $labels.account }} is failing.",
-            'Every collection of {{ $labels.source }} account "{{ $labels.account }}" has failed'
-            f" for at least {t['account_down_for']}, so its devices are not monitored and their"
-            f" alerts cannot fire. Upstream errors in the last {t['account_errors_window']} by"
-            " reason: " + errors_by_reason(str(t["account_errors_window"])) + ".",
+            "Only {{ $value | humanizePercentage }} of the collections of {{ $labels.source }}"
+            f' account "{{{{ $labels.account }}}}" succeeded in the last {down_window}, for'
+            f" {t['account_down_for']}: its devices are not monitored. Their alerts keep the"
+            f" state of its last successful collection for {grace}, then end. Upstream errors"
+            f" in the last {t['account_errors_window']} by reason: "
+            + errors_by_reason(str(t["account_errors_window"]))
+            + ".",
+            account_dash,
+        ),
+        alert(
+            "AccountFlapping",
+            # Few successes AND many switches: a single long outage is AccountDown's, not this.
+            "(\n"
+            + indent(per_account(lambda up: f"avg_over_time({up}[{flap_window}])"))
+            + f"\n  < {float(t['account_flapping_max_success_ratio']):g}\n)\n"
+            "and\n(\n"
+            + indent(per_account(lambda up: f"changes({up}[{flap_window}])"))
+            + f"\n  >= {int(t['account_flapping_min_changes'])}\n)",
+            t["account_flapping_for"],
+            "warning",
+            "Collection of {{ $labels.source }} account {{ $labels.account }} keeps failing.",
+            "Only {{ $value | humanizePercentage }} of the collections of {{ $labels.source }}"
+            f' account "{{{{ $labels.account }}}}" succeeded in the last {flap_window}, with'
+            " repeated failures: its devices are seen late, and a gap longer than"
+            f" {grace} ends their alerts. Upstream errors in the last {flap_window} by reason: "
+            + errors_by_reason(str(flap_window))
+            + ".",
             account_dash,
         ),
         alert(

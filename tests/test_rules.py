@@ -230,7 +230,11 @@ def test_door_open_uses_each_controllers_own_threshold(
         expr = alerts[name]["expr"]
         assert "parqex_device_door_open_alert_threshold_seconds" in expr
         assert "parqex_door_open == 1" in expr
-        assert not re.search(r"\b(900|15m)\b", expr), f"{name} hard-codes a door-open time"
+        # Range windows ([15m]: the collection grace period) are not door-open times.
+        without_windows = re.sub(r"\[[0-9a-z]+\]", "", expr)
+        assert not re.search(r"\b(900|15m)\b", without_windows), (
+            f"{name} hard-codes a door-open time"
+        )
     assert alerts["DeviceCloudDoorOpenTooLong"]["labels"]["severity"] == "critical"
 
 
@@ -272,6 +276,20 @@ def test_alertmanager_example_config_is_valid() -> None:
     hooks = [hook for r in config["receivers"] for hook in r.get("webhook_configs", [])]
     assert hooks
     assert all(hook.get("send_resolved") for hook in hooks)
+
+
+def test_alertmanager_inhibits_flapping_where_the_account_is_down() -> None:
+    """AccountFlapping is for accounts that fail often but not always; a dead one pages once."""
+    config = yaml.safe_load((PROM_DIR / "alertmanager.yml").read_text(encoding="utf-8"))
+    inhibiting = set()
+    for rule in config["inhibit_rules"]:
+        if rule["target_matchers"] == ['alertname="DeviceCloudAccountFlapping"']:
+            assert set(rule["equal"]) == {"source", "account"}
+            (source,) = rule["source_matchers"]
+            match = re.fullmatch(r'alertname=~"(.*)"', source)
+            assert match, source
+            inhibiting |= set(match.group(1).split("|"))
+    assert inhibiting == {"DeviceCloudAccountDown", "DeviceCloudAccountAuthFailing"}
 
 
 def test_grafana_provisioning_points_at_the_dashboard() -> None:
@@ -497,3 +515,68 @@ def test_both_generators_refuse_a_bad_thresholds_file(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="battery_critical_ratio must be below"):
             module.main(["--thresholds", str(bad), "--output", str(out)])
         assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("account_down_for", "11m", "account_down_window + account_down_for"),
+        ("exporter_down_for", "15m", "exporter_down_for"),
+        ("exporter_absent_for", "20m", "exporter_absent_for"),
+    ],
+)
+def test_thresholds_refuse_an_account_or_exporter_alert_slower_than_the_grace_period(
+    tmp_path: Path, key: str, value: str, named: str
+) -> None:
+    """Past collection_grace device alerts end: AccountDown/ExporterDown/Absent must fire first."""
+    generator = load_module(PROM_DIR / "generate_alerts.py", "generate_alerts")
+    text = (PROM_DIR / "thresholds.yml").read_text(encoding="utf-8")
+    bad = tmp_path / "thresholds.yml"
+    bad.write_text(re.sub(rf"^{key}: .*$", f"{key}: {value}", text, flags=re.M), encoding="utf-8")
+    assert bad.read_text(encoding="utf-8") != text
+    with pytest.raises(
+        ValueError, match=re.escape(named) + " must be shorter than collection_grace"
+    ):
+        generator.load_thresholds(bad)
+    generator.load_thresholds(PROM_DIR / "thresholds.yml")  # the shipped values pass
+
+
+def test_dashboard_draws_a_gap_in_collection_as_a_gap(dashboard: dict[str, Any]) -> None:
+    """No line or state is interpolated across the time an account was not collected."""
+    graphs = [p for p in data_panels(dashboard) if p["type"] in ("timeseries", "state-timeline")]
+    assert len(graphs) >= 5
+    for panel in graphs:
+        assert panel["fieldConfig"]["defaults"]["custom"]["spanNulls"] is False, panel["title"]
+
+
+def test_dashboard_stats_say_when_their_data_is_older_than_the_grace_period(
+    dashboard: dict[str, Any],
+) -> None:
+    thresholds = yaml.safe_load((PROM_DIR / "thresholds.yml").read_text(encoding="utf-8"))
+    grace = thresholds["collection_grace"]
+    device_stats = [
+        p
+        for p in data_panels(dashboard)
+        if p["type"] == "stat" and any(SELECTOR.search(t["expr"]) for t in p["targets"])
+    ]
+    assert {p["title"] for p in device_stats} >= {
+        "Doors open",
+        "Doors open too long",
+        "Lowest sensor battery",
+        "Controllers not seen",
+        "LaMetric devices banned",
+    }
+    for panel in device_stats:
+        # The last collected values bridge a gap for the grace period, as in the alerts...
+        for target in panel["targets"]:
+            assert f"[{grace}])" in target["expr"], panel["title"]
+            assert "== 1)" in target["expr"] and "_up{" in target["expr"], panel["title"]
+        # ...and past it the stat says so instead of showing nothing or a stale number.
+        assert panel["fieldConfig"]["defaults"]["noValue"] == f"no data for {grace}"
+    by_title = {p["title"]: p for p in data_panels(dashboard)}
+    age = by_title["Time since last successful collection"]
+    steps = age["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1] == {"value": _seconds(grace), "color": "red"}
+    for target in age["targets"]:
+        # still shown when the exporter is down and its series are stale
+        assert "last_over_time(" in target["expr"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import platform
 import signal
+import socket
 import sys
 import threading
 import time
@@ -152,6 +154,17 @@ def start_demo() -> tuple[Any, config.Config]:
     return simulator, cfg
 
 
+def _bind_fix(exc: OSError, host: str) -> str:
+    """The hint for a listen address that could not be opened, by what went wrong."""
+    if isinstance(exc, socket.gaierror):
+        return f"{host!r} is not a name this host can resolve; use an IP address"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"no network interface of this host has the address {host}; use one it has"
+    if exc.errno == errno.EACCES:
+        return "ports below 1024 need privileges; use a higher port"
+    return "free the port or pass --web.listen-address HOST:PORT"
+
+
 def serve(
     cfg: config.Config,
     address: tuple[str, int],
@@ -168,7 +181,7 @@ def serve(
     except OSError as exc:
         print(
             f"error: cannot listen on {address[0] or '*'}:{address[1]} ({exc.strerror}); "
-            "fix: free the port or pass --web.listen-address HOST:PORT",
+            f"fix: {_bind_fix(exc, address[0])}",
             file=sys.stderr,
         )
         return 1

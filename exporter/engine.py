@@ -276,7 +276,15 @@ class Engine:
         return list(await asyncio.gather(*(w.collect(budget) for w in workers)))
 
     def find(self, target: str, source: str | None) -> AccountKey:
-        """The account a `/probe?target=...&source=...` means; UnknownTarget says why not."""
+        """The account a `/probe?target=...&source=...` means; UnknownTarget says why not.
+
+        Every refusal lists the configured accounts, so the 400 shows what would have worked.
+        """
+        known = "; known: " + (", ".join(f"{w.source}/{w.name}" for w in self.workers) or "none")
+        if not target:
+            raise UnknownTarget(
+                f"target parameter is missing; use /probe?target=<account>&source=<source>{known}"
+            )
         matches = [
             (w.source, w.name)
             for w in self.workers
@@ -287,12 +295,9 @@ class Engine:
         if matches:
             raise UnknownTarget(
                 f"account {target!r} exists in {' and '.join(s for s, _ in matches)}; "
-                "add &source=parqex or &source=lametric"
+                f"add &source=parqex or &source=lametric{known}"
             )
-        known = ", ".join(f"{w.source}/{w.name}" for w in self.workers) or "none"
-        raise UnknownTarget(
-            f"no account {target!r}{f' in {source}' if source else ''}; known: {known}"
-        )
+        raise UnknownTarget(f"no account {target!r}{f' in {source}' if source else ''}{known}")
 
     def drain(self, timeout: float) -> None:
         """Wait up to `timeout` s for fetches no scrape waits for any more (after a reload).

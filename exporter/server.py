@@ -34,6 +34,12 @@ class ListenAddressError(ValueError):
 
 def parse_listen_address(value: str) -> tuple[str, int]:
     """`:9862`, `0.0.0.0:9862`, `[::]:9862`, `127.0.0.1:9862`, `localhost:9862` -> (host, port)."""
+    if "://" in value:  # a URL: the scheme is --web.config.file's business
+        address = value.split("://", 1)[1].split("/", 1)[0]
+        raise ListenAddressError(
+            f"--web.listen-address {value!r}: drop the scheme: write {address} "
+            "(HTTPS comes from --web.config.file)"
+        )
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ListenAddressError(
@@ -48,6 +54,14 @@ def parse_listen_address(value: str) -> tuple[str, int]:
                 f"--web.listen-address {value!r}: bad IPv6 address; fix: write it like [::1]:9862"
             ) from None
         host = inner
+    elif host.replace(".", "").isdigit():  # meant as IPv4; never looked up as a host name
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ListenAddressError(
+                f"--web.listen-address {value!r}: {host!r} is not an IPv4 address; "
+                "fix: four numbers 0-255, like 127.0.0.1:9862"
+            ) from None
     return host, int(port_text)
 
 
@@ -260,11 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _probe(self) -> None:
         """One account, the way blackbox_exporter probes one target: for sharded fleets."""
         query = parse_qs(urlsplit(self.path).query)
-        target = query.get("target", [""])[0]
-        if not target:
-            body = b"target parameter is missing; use /probe?target=<account>&source=<source>\n"
-            self._send(400, body, "text/plain; charset=utf-8")
-            return
+        target = query.get("target", [""])[0]  # missing: the engine's 400 lists the accounts
         source = query.get("source", [""])[0] or None
         if source not in (None, "parqex", "lametric"):
             self._send(400, b"source must be parqex or lametric\n", "text/plain; charset=utf-8")

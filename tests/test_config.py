@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -497,3 +498,49 @@ def test_config_check_names_the_oauth2_refresh_token_file(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert f"with oauth2 refresh_token_file {refresh}" in result.stdout
     assert "s3cret-value" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("address", "hint"),
+    [
+        # A URL, not HOST:PORT: the hint must say to drop the scheme, not blame IPv6.
+        ("http://localhost:9862", "drop the scheme: write localhost:9862"),
+        ("https://127.0.0.1:9862", "drop the scheme: write 127.0.0.1:9862"),
+        # Five numbers are no IPv4 address: not a port someone else holds.
+        ("1.2.3.4.5:80", "'1.2.3.4.5' is not an IPv4 address"),
+        ("256.1.1.1:80", "'256.1.1.1' is not an IPv4 address"),
+    ],
+)
+def test_listen_address_hints_name_the_actual_mistake(
+    tmp_path: Path, address: str, hint: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(OK_ACCOUNT)
+    result = run_cli("--config.file", str(path), "--web.listen-address", address)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: --web.listen-address {address!r}: {hint}")
+    assert "IPv6" not in result.stderr and "free the port" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_address_this_host_does_not_have_is_not_called_a_busy_port(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(OK_ACCOUNT)
+    # 192.0.2.1 (TEST-NET-1, RFC 5737) is assigned to no host: binding it fails, sends nothing.
+    result = run_cli("--config.file", str(path), "--web.listen-address", "192.0.2.1:9862")
+    assert result.returncode == 1, result.stderr
+    assert "free the port" not in result.stderr
+    assert "no network interface of this host has the address 192.0.2.1" in result.stderr
+
+
+def test_a_busy_port_is_called_one(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(OK_ACCOUNT)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}")
+    assert result.returncode == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "fix: free the port" in result.stderr

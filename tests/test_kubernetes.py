@@ -1,5 +1,10 @@
-"""The Kubernetes manifests in deploy/kubernetes/ parse, fit together, and carry a config that
-the exporter's own loader accepts."""
+"""The Kubernetes manifests in deploy/kubernetes/ match the Kubernetes OpenAPI schemas, fit
+together, and carry a config that the exporter's own loader accepts.
+
+The schemas (kubernetes-validate, strict: unknown fields are errors) check every field's name,
+type and nesting; the tests below them check what a schema cannot: names, that the pieces refer
+to each other correctly, the security settings, resources, probes and the config itself.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -17,14 +23,14 @@ CONFIG_FILE = "/etc/device-cloud-exporter/config.yaml"
 PORT = 9862
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # as exporter.config expands them
 DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-API_VERSIONS = {
-    "Deployment": "apps/v1",
-    "Service": "v1",
-    "ConfigMap": "v1",
-    "Secret": "v1",
+# Kinds that have no Kubernetes OpenAPI schema: a CRD (prometheus-operator) and kustomize's file.
+NO_SCHEMA = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "Kustomization": "kustomize.config.k8s.io/v1beta1",
 }
+# deploy/kubernetes/README.md claims 1.25 and later: the oldest and the newest schemas that
+# kubernetes-validate ships within that range.
+OLDEST_SUPPORTED = "1.25"
 FILES = {
     "deployment.yaml",
     "service.yaml",
@@ -90,15 +96,65 @@ def test_every_manifest_file_is_there() -> None:
     assert {path.name for path in K8S.glob("*.yaml")} == FILES
 
 
+def schema_versions() -> list[str]:
+    shipped = sorted(
+        {v.rsplit(".", 1)[0] for v in kubernetes_validate.utils.all_versions()},
+        key=lambda v: tuple(map(int, v.split("."))),
+    )
+    assert OLDEST_SUPPORTED in shipped, f"kubernetes-validate no longer has {OLDEST_SUPPORTED}"
+    return [OLDEST_SUPPORTED, shipped[-1]]
+
+
+SCHEMA_DOCUMENTS = [(f, d) for f, d in DOCUMENTS if d.get("kind") not in NO_SCHEMA]
+
+
+@pytest.mark.parametrize("version", schema_versions())
+@pytest.mark.parametrize(
+    ("file", "document"),
+    SCHEMA_DOCUMENTS,
+    ids=[f"{f}:{d.get('kind')}" for f, d in SCHEMA_DOCUMENTS],
+)
+def test_every_document_matches_the_kubernetes_schema(
+    file: str, document: dict, version: str
+) -> None:
+    try:
+        kubernetes_validate.validate(document, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.path)
+        pytest.fail(f"{file}: Kubernetes {version}: {path}: {exc.message}")
+    except kubernetes_validate.SchemaNotFoundError:
+        kind = f"{document.get('apiVersion')} {document.get('kind')}"
+        pytest.fail(f"{file}: Kubernetes {version} has no {kind}")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        ("readOnlyRootFileSystem", True),  # a misspelt field: strict mode rejects it
+        ("runAsUser", "10001"),  # a string where the schema wants an integer
+    ],
+)
+def test_the_schema_check_rejects_a_broken_deployment(broken: tuple[str, Any]) -> None:
+    """Guards the test above against validating nothing."""
+    deployment = yaml.safe_load((K8S / "deployment.yaml").read_text(encoding="utf-8"))
+    key, value = broken
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"][key] = value
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, OLDEST_SUPPORTED, strict=True)
+
+
 @pytest.mark.parametrize(
     ("file", "document"), DOCUMENTS, ids=[f"{f}:{d.get('kind')}" for f, d in DOCUMENTS]
 )
-def test_every_document_has_api_version_kind_and_name(file: str, document: dict) -> None:
-    kind = document.get("kind")
-    assert kind in API_VERSIONS, f"{file}: unexpected kind {kind!r}"
-    assert document.get("apiVersion") == API_VERSIONS[kind], file
+def test_every_document_has_a_valid_name(file: str, document: dict) -> None:
+    # Object names are checked by the API server, not by the OpenAPI schema.
     name = (document.get("metadata") or {}).get("name")
     assert isinstance(name, str) and DNS_NAME.fullmatch(name), f"{file}: bad name {name!r}"
+
+
+@pytest.mark.parametrize("kind", sorted(NO_SCHEMA))
+def test_the_kinds_without_a_schema_have_their_api_version(kind: str) -> None:
+    assert only(kind).get("apiVersion") == NO_SCHEMA[kind]
 
 
 def test_kustomization_lists_every_manifest_but_the_example_secret() -> None:

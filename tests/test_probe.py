@@ -21,6 +21,8 @@ CONFIG = (
     f"lametric:\n  base_url: {LAMETRIC_URL}\n  accounts:\n"
     "    - {name: home, token: lametric-home}\n"
 )
+# README: a missing, unknown or ambiguous /probe target is a 400 listing the configured accounts.
+KNOWN = "parqex/home, parqex/office, lametric/home"
 
 
 @pytest.fixture
@@ -95,7 +97,8 @@ def test_probe_source_may_be_left_out_when_the_name_is_unambiguous(
     ambiguous = httpx.get(f"{url}/probe?target=home")
     assert ambiguous.status_code == 400
     assert ambiguous.text == (
-        "account 'home' exists in parqex and lametric; add &source=parqex or &source=lametric\n"
+        "account 'home' exists in parqex and lametric; add &source=parqex or &source=lametric; "
+        f"known: {KNOWN}\n"
     )
     lametric = httpx.get(f"{url}/probe?target=home&source=lametric").text
     assert accounts_in(lametric) == {("lametric", "home")}
@@ -104,12 +107,14 @@ def test_probe_source_may_be_left_out_when_the_name_is_unambiguous(
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("", "target parameter is missing; use /probe?target=<account>&source=<source>\n"),
         (
-            "?target=garage",
-            "no account 'garage'; known: parqex/home, parqex/office, lametric/home\n",
+            "",
+            f"target parameter is missing; use /probe?target=<account>&source=<source>; "
+            f"known: {KNOWN}\n",
         ),
-        ("?target=office&source=lametric", "no account 'office' in lametric; known: "),
+        ("?source=parqex", "target parameter is missing; use /probe?target=<account>&source=<"),
+        ("?target=garage", f"no account 'garage'; known: {KNOWN}\n"),
+        ("?target=office&source=lametric", f"no account 'office' in lametric; known: {KNOWN}\n"),
         ("?target=home&source=hue", "source must be parqex or lametric\n"),
     ],
 )
@@ -118,7 +123,7 @@ def test_bad_probes_get_400_and_call_no_cloud(
 ) -> None:
     answer = httpx.get(f"{serve(CONFIG)}/probe{query}")
     assert answer.status_code == 400
-    assert answer.text.startswith(message)
+    assert answer.text.startswith(message), answer.text
     assert not [c for c in router.calls if c.request.url.host != "127.0.0.1"]
 
 

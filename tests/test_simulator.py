@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from exporter.simulator import SimulatedCloud
+from exporter.simulator import data as simdata
 
 SIMDATA = Path(__file__).parent.parent / "exporter" / "simdata"
 PARQEX = {"Authorization": "Bearer demo-parqex-token"}
@@ -505,3 +506,21 @@ def test_cli_refuses_a_non_loopback_address() -> None:
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1
     assert "not a loopback address" in result.stderr
+
+
+@pytest.mark.parametrize("extra_clocks", [0, 2])
+def test_the_seed_lametric_user_counts_the_devices_it_has(extra_clocks: int) -> None:
+    """The demo's LaMetric user reported private_device_count 5 while it had one clock."""
+    clock = simdata.load_seed("lametric_devices.json")[0]
+    devices = None if not extra_clocks else [{**clock, "id": 100 + i} for i in range(extra_clocks)]
+    sim = SimulatedCloud(lametric_token=None)
+    sim.add_lametric_account("demo-lametric-token", devices=devices)
+    url = sim.start()
+    try:
+        with httpx.Client(base_url=url, headers=LAMETRIC, timeout=10) as client:
+            clocks = client.get("/api/v2/users/me/devices").json()
+            user = client.get("/api/v2/users/me").json()
+    finally:
+        sim.stop()
+    assert len(clocks) == (extra_clocks or 1)
+    assert user["private_device_count"] == len(clocks)

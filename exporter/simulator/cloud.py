@@ -214,9 +214,16 @@ class SimulatedCloud:
         user: dict[str, Any] | None = None,
         devices: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Add an account reachable with `token`; user and devices default to the seed."""
-        user = data.load_seed("lametric_user.json") if user is None else copy.deepcopy(user)
+        """Add an account reachable with `token`; user and devices default to the seed.
+
+        The seed user counts the account's devices, as the real users/me does.
+        """
         devices = data.load_seed("lametric_devices.json") if devices is None else devices
+        if user is None:
+            user = data.load_seed("lametric_user.json")
+            user["private_device_count"] = len(devices)
+        else:
+            user = copy.deepcopy(user)
         account = _LametricAccount(user, {d["id"]: d for d in copy.deepcopy(devices)})
         with self._lock:
             self._new_account("lametric", token, account)

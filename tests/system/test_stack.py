@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -65,6 +66,7 @@ class Stack:
     prometheus: PrometheusAPI
     webhook: WebhookReceiver
     dead_target: str
+    alertmanager: str  # base URL
 
 
 # --------------------------------------------------------------------------- set-up
@@ -94,11 +96,16 @@ def prometheus_config(exporter: str, dead: str, alertmanager: str) -> dict[str, 
 
 
 def alertmanager_config(webhook_url: str) -> dict[str, Any]:
-    """The shipped alertmanager.yml, delivering to the test's receiver without waiting."""
+    """The shipped alertmanager.yml, delivering to the test's receiver after a short wait.
+
+    group_wait is what lets an inhibit rule's source (DoorOpenTooLong) arrive before its
+    target's (DoorOpen's) first notification goes out: the shipped 30 s becomes 2 s, not 0 s,
+    with which Alertmanager sends the target before its inhibitor has seen the source.
+    """
     config = yaml.safe_load((PROM_DIR / "alertmanager.yml").read_text(encoding="utf-8"))
     routes = [config["route"], *config["route"].get("routes", [])]
     for route in routes:
-        route.update(group_wait="0s", group_interval="1s", repeat_interval="1h")
+        route.update(group_wait="2s", group_interval="1s", repeat_interval="1h")
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = webhook_url
@@ -198,7 +205,7 @@ def stack(
             DEADLINE,
             "Prometheus to scrape the exporter",
         )
-        yield Stack(sim, prometheus, webhook_receiver, dead)
+        yield Stack(sim, prometheus, webhook_receiver, dead, alertmanager)
     finally:
         sim.stop()
 
@@ -288,6 +295,49 @@ def test_every_alert_fires_on_broken_accounts_and_healthy_ones_stay_quiet(stack:
         assert alert["labels"]["severity"] in {"critical", "warning", "info"}
         assert "/d/device-cloud-exporter/" in alert["annotations"]["dashboard_url"]
         assert "{{" not in str(alert["annotations"]), alert["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("critical", "inhibited"),
+    [
+        ("DeviceCloudDoorOpenTooLong", "DeviceCloudDoorOpen"),
+        ("DeviceCloudDoorSensorBatteryCritical", "DeviceCloudDoorSensorBatteryLow"),
+    ],
+)
+def test_the_webhook_gets_the_critical_alert_and_not_the_warning_it_inhibits(
+    stack: Stack, critical: str, inhibited: str
+) -> None:
+    """What README's example stack prints: the demo's doors are open far past both thresholds
+    (as the zoo door here), so Prometheus fires both door alerts, and the shipped
+    alertmanager.yml's inhibit rule delivers only the critical one."""
+    shipped = yaml.safe_load((PROM_DIR / "alertmanager.yml").read_text(encoding="utf-8"))
+    wait = re.fullmatch(r"(\d+)s", shipped["route"]["group_wait"])
+    assert wait and int(wait.group(1)) >= 2, "the test waits less than the shipped group_wait"
+    zoo_door = ("zoo", "Zoo Door")
+    stack.webhook.wait_for_alert(
+        lambda a: identity(a) == (critical, *zoo_door) and a["status"] == "firing",
+        DEADLINE,
+        f"{critical} for the zoo door at the webhook",
+    )
+    firing = {identity(a) for a in stack.prometheus.alerts("firing")}
+    assert (inhibited, *zoo_door) in firing, "Prometheus should fire the warning too"
+
+    def held_back() -> list[dict[str, Any]]:
+        answer = httpx.get(
+            f"{stack.alertmanager}/api/v2/alerts",
+            params={"filter": [f'alertname="{inhibited}"', 'account="zoo"']},
+            timeout=10,
+        )
+        answer.raise_for_status()
+        return [
+            a
+            for a in answer.json()
+            if a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]
+        ]
+
+    wait_until(held_back, DEADLINE, f"Alertmanager to hold {inhibited} back, inhibited")
+    delivered = [a for a in stack.webhook.alerts() if identity(a) == (inhibited, *zoo_door)]
+    assert delivered == [], f"{inhibited} reached the webhook although inhibited"
 
 
 def test_every_rule_expression_runs_and_returns_data(stack: Stack) -> None:

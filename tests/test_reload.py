@@ -292,6 +292,31 @@ def test_a_failed_reload_changes_nothing_but_the_status(
     assert scraper.reload_status == ReloadStatus(True, 2000.0)
 
 
+def test_a_scrape_that_sees_the_new_config_sees_the_new_reload_time(
+    running: tuple[Scraper, Reloader, Path], clouds: respx.Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new accounts and the new last-reload time appear in the same scrape, never apart.
+
+    (Seen as a flaky `value(text, WHEN) > started` in the process test above: a scrape between
+    the engine swap and the status update showed the new account with start-up's timestamp.)
+    """
+    scraper, reloader, path = running
+    seen: list[str] = []
+    real_replace = scraper.replace_engine
+
+    def replace_then_scrape(*args: object, **kwargs: object) -> Engine:
+        old = real_replace(*args, **kwargs)
+        seen.append(render(scraper))  # the first scrape that can run after the swap
+        return old
+
+    monkeypatch.setattr(scraper, "replace_engine", replace_then_scrape)
+    path.write_text(parqex_only("home", "gone", "new"))
+    assert reloader.reload() == []
+    (text,) = seen
+    assert value(text, "parqex_up", account="new") == 1
+    assert (value(text, OK), value(text, WHEN)) == (1, 2000.0)
+
+
 def test_a_back_off_survives_a_reload(
     running: tuple[Scraper, Reloader, Path], clouds: respx.Router
 ) -> None:

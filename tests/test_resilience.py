@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import email.utils
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -155,12 +155,16 @@ def test_concurrent_scrapes_during_backoff_do_not_call(
     route = router.get(SYNC).mock(return_value=httpx.Response(429, headers={"Retry-After": "60"}))
     scraper = start_scraper(config())
     scrape(scraper)
-    threads = [threading.Thread(target=scrape, args=(scraper,)) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    with ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(scrape, scraper) for _ in range(5)]
+        outputs = [future.result(10) for future in futures]  # re-raises a thread's exception
     assert route.call_count == 1
+    assert [value(out, "parqex_up", account="home") for out in outputs] == [0] * 5
+    errors = "device_cloud_exporter_upstream_errors_total"
+    assert all(
+        value(out, errors, source="parqex", account="home", reason="rate_limited") == 1
+        for out in outputs
+    )
 
 
 def error(reason: str, retry_after: float | None = None) -> UpstreamError:

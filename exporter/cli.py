@@ -266,8 +266,6 @@ class Reloader:
                         "config reload failed; still serving the previous configuration",
                         extra={"problem": problem},
                     )
-            else:
-                self.scraper.reload_status = ReloadStatus(True, self._clock())
             return problems
 
     def reload_for_http(self) -> tuple[bool, list[str]]:
@@ -295,7 +293,7 @@ class Reloader:
             new.close()
             return [f"{path}: cannot start collection ({type(exc).__name__}: {exc})"]
         _carry_backoff(old, new)
-        self.scraper.replace_engine(new)
+        self.scraper.replace_engine(new, ReloadStatus(True, self._clock()))
         accounts = sum(1 for _ in loaded.config.accounts())
         log.info("configuration reloaded", extra={"file": path, "accounts": accounts})
         retire = threading.Thread(target=self._retire, args=(old,), name="retire", daemon=True)

@@ -154,10 +154,16 @@ class Scraper:
             headers["Content-Encoding"] = "gzip"
         return body, headers
 
-    def replace_engine(self, engine: Engine) -> Engine:
-        """Serve later scrapes from `engine`; returns the engine it replaced."""
+    def replace_engine(self, engine: Engine, reload_status: ReloadStatus | None = None) -> Engine:
+        """Serve later scrapes from `engine`; returns the engine it replaced.
+
+        `reload_status` is set in the same step: a scrape that shows the new config's accounts
+        must not show the previous reload's timestamp.
+        """
         with self._idle:
             old, self.engine = self.engine, engine
+            if reload_status is not None:
+                self.reload_status = reload_status
         return old
 
     def wait_idle(self, engine: Engine, timeout: float | None = None) -> bool:

@@ -444,3 +444,78 @@ def test_a_fetch_that_fails_after_every_waiter_gave_up_leaves_no_asyncio_noise(
         del out
         gc.collect()
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
+def test_one_slow_fetch_counts_one_timeout_however_many_waiters_gave_up(
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
+) -> None:
+    """Two scrapes give up on the same fetch (0.2 s budget), then the fetch itself times out:
+    one fetch that never answered is one `timeout`, not one per waiter plus one for the fetch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = 0
+
+    async def first_never_answers(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(3)  # far past the fetch timeout: cancelled by it
+        return good_sync()
+
+    router.get(SYNC).mock(side_effect=first_never_answers)
+    # fetch timeout 1 s rather than 0.5 s: room for the second scrape to join on a busy box
+    scraper = start_scraper(
+        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
+        "collection: {timeout_seconds: 1}\n"
+    )
+    gate = threading.Barrier(2)
+
+    def impatient() -> str:
+        gate.wait(10)
+        return scrape(scraper, timeout_header="0.7")  # budget 0.7 - 0.5 offset = 0.2 s
+
+    with ThreadPoolExecutor(2) as pool:
+        outputs = [f.result(10) for f in [pool.submit(impatient) for _ in range(2)]]
+    assert [value(out, "parqex_up", account="home") for out in outputs] == [0, 0]
+    assert calls == 1, "both scrapes must have waited for the same fetch"
+
+    # Scrape without a short budget until a new fetch succeeds: that one can only start once
+    # the slow fetch has ended (timed out), so by then every count for it has been made.
+    deadline = time.monotonic() + 15
+    while value(out := scrape(scraper), "parqex_up", account="home") != 1:
+        assert time.monotonic() < deadline, "the slow fetch never ended"
+    assert calls == 2
+    errors = "device_cloud_exporter_upstream_errors_total"
+    assert value(out, errors, source="parqex", account="home", reason="timeout") == 1
+
+
+def test_a_malformed_field_is_logged_once_per_account(
+    router: respx.Router, start_scraper: Callable[[str], Scraper], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same bad field in two accounts is two problems to look at: one warning each."""
+    body = fixture("parqex_sync.json")
+    body["devices"][0]["doors"][0]["state"] = 7
+    body["devices"][1]["doors"][0]["state"] = "AJAR"
+    router.get(SYNC).mock(return_value=httpx.Response(200, json=body))
+    scraper = start_scraper(
+        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
+        "    - {name: north, token: t1}\n    - {name: south, token: t2}\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        scrape(scraper)
+        out = scrape(scraper)  # the same problems again: no new warning
+    parse = "device_cloud_exporter_parse_errors_total"
+    for account in ("north", "south"):
+        assert value(out, parse, source="parqex", account=account, field="door.state") == 2
+    logged = sorted(
+        (r.account, r.getMessage(), getattr(r, "field", getattr(r, "state", None)))
+        for r in caplog.records
+    )
+    assert logged == sorted(
+        (account, message, what)
+        for account in ("north", "south")
+        for message, what in [
+            ("skipped a malformed field from the API", "door.state"),
+            ("the API sent an undocumented state; exported as its own state value", "AJAR"),
+        ]
+    )

@@ -387,6 +387,47 @@ def test_without_expires_in_a_token_is_taken_to_last_an_hour(
     asyncio.run(main())
 
 
+UNUSABLE_EXPIRES_IN = [0, -60, "0", "-3600", "soon", "", None, True, "nan", float("inf")]
+
+
+@pytest.mark.parametrize("expires_in", UNUSABLE_EXPIRES_IN, ids=repr)
+def test_an_unusable_expires_in_is_taken_as_an_hour(
+    expires_in: object, cloud: Cloud, refresh_file: Path
+) -> None:
+    """0, negative or non-numeric would make every token due at once: a refresh per scrape."""
+    cloud.sim.token_expires_in = expires_in  # type: ignore[assignment]
+    clock = Clock()
+
+    async def main() -> None:
+        async with oauth_source(cloud, "parqex", refresh_file, clock=clock) as tokens:
+            start = clock.now
+            first = await tokens.token()
+            clock.now = start + 3239.9  # 90 % of the default 3600 s
+            assert await tokens.token() == first
+            assert len(cloud.token_requests("parqex")) == 1
+            clock.now = start + 3240
+            assert await tokens.token() != first
+            assert len(cloud.token_requests("parqex")) == 2
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_expires_in_zero_does_not_refresh_on_every_scrape(
+    source: SourceName,
+    cloud: Cloud,
+    refresh_file: Path,
+    start_engine: Callable[[str], Engine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cloud.sim.token_expires_in = 0
+    monkeypatch.setenv("DCE_TEST_CLIENT_SECRET", CLIENT_SECRET)
+    engine = start_engine(oauth_config(source, cloud.sim.url, refresh_file))
+    for _ in range(3):
+        assert value(scrape(engine), f"{source}_up", account="home") == 1
+    assert len(cloud.token_requests(source)) == 1
+
+
 def test_an_answer_without_refresh_token_keeps_the_file(cloud: Cloud, refresh_file: Path) -> None:
     answer = b'{"access_token": "a-not-rotated", "expires_in": 3600}'
     cloud.sim.respond_raw(TOKEN_PATH["lametric"], answer, content_type="application/json")

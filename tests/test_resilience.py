@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import email.utils
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -155,12 +155,16 @@ def test_concurrent_scrapes_during_backoff_do_not_call(
     route = router.get(SYNC).mock(return_value=httpx.Response(429, headers={"Retry-After": "60"}))
     scraper = start_scraper(config())
     scrape(scraper)
-    threads = [threading.Thread(target=scrape, args=(scraper,)) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    with ThreadPoolExecutor(5) as pool:
+        futures = [pool.submit(scrape, scraper) for _ in range(5)]
+        outputs = [future.result(10) for future in futures]  # re-raises a thread's exception
     assert route.call_count == 1
+    assert [value(out, "parqex_up", account="home") for out in outputs] == [0] * 5
+    errors = "device_cloud_exporter_upstream_errors_total"
+    assert all(
+        value(out, errors, source="parqex", account="home", reason="rate_limited") == 1
+        for out in outputs
+    )
 
 
 def error(reason: str, retry_after: float | None = None) -> UpstreamError:
@@ -212,3 +216,38 @@ def test_backoff_metric_returns_to_zero_when_the_wait_is_over_even_without_a_suc
     out = scrape(scraper)  # the wait is over; this call fails differently (401)
     assert value(out, "parqex_up", account="home") == 0
     assert value(out, metric, source="parqex", account="home") == 0
+
+
+def connect_refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused")
+
+
+@pytest.mark.parametrize(
+    ("between", "reason"),
+    [
+        (lambda r: httpx.Response(401, json={"message": "Invalid Access Token"}), "auth"),
+        (lambda r: httpx.Response(404, text="no such endpoint"), "http_4xx"),
+        (lambda r: httpx.Response(200, text="{not json"), "decode"),
+        (connect_refused, "connect"),
+    ],
+    ids=["auth", "http_4xx", "decode", "connect"],
+)
+def test_another_error_between_two_5xx_ends_the_streak(
+    between: Callable[[httpx.Request], httpx.Response],
+    reason: str,
+    router: respx.Router,
+    start_scraper: Callable[[str], Scraper],
+) -> None:
+    """5xx, <other error>, 5xx is not "repeated 5xx": the cloud is asked again at once."""
+    answers = iter([lambda r: httpx.Response(503), between, lambda r: httpx.Response(503)])
+    route = router.get(SYNC).mock(side_effect=lambda r: next(answers, lambda r: ok())(r))
+    scraper = start_scraper(config("backoff_base_seconds: 600, backoff_max_seconds: 600"))
+    errors = "device_cloud_exporter_upstream_errors_total"
+    _, middle, last = scrape(scraper), scrape(scraper), scrape(scraper)
+    assert value(middle, errors, source="parqex", account="home", reason=reason) == 1
+    assert value(last, errors, source="parqex", account="home", reason="http_5xx") == 2
+    backoff_metric = "device_cloud_exporter_backoff_until_timestamp_seconds"
+    assert value(last, backoff_metric, source="parqex", account="home") == 0
+    out = scrape(scraper)  # a back-off of 300-600 s would skip this call
+    assert route.call_count == 4
+    assert value(out, "parqex_up", account="home") == 1

@@ -97,16 +97,24 @@ def test_hashmod_example_probes_every_account_from_exactly_one_replica(
         {"accounts.yml": yaml.safe_dump(targets)},
     )
     expected = {("parqex", n) for n in PARQEX} | {("lametric", n) for n in LAMETRIC}
+    own_up = 'count by (instance) (up{job="device-cloud-exporter-replicas"} == 1)'
 
     def probed() -> dict[tuple[str, str], list[str]] | None:
+        """Every account probed successfully and both replicas' own /metrics up, or None yet.
+
+        Prometheus scrapes each job on its own schedule: every condition is waited for here.
+        """
         found: dict[tuple[str, str], list[str]] = {}
         for source in ("parqex", "lametric"):
             for series in prometheus.query(f"{source}_up == 1"):
                 key = (source, series["metric"]["account"])
                 found.setdefault(key, []).append(series["metric"]["job"])
-        return found if set(found) == expected else None
+        replicas_up = {s["metric"]["instance"] for s in prometheus.query(own_up)}
+        return found if set(found) == expected and replicas_up == set(replicas) else None
 
-    jobs_by_account = wait_until(probed, 30, "every account probed successfully")
+    jobs_by_account = wait_until(
+        probed, 30, "every account probed successfully and both replicas up"
+    )
     assert all(len(j) == 1 for j in jobs_by_account.values()), jobs_by_account
     per_job = {
         job: {a for a, js in jobs_by_account.items() if job in js}
@@ -117,8 +125,6 @@ def test_hashmod_example_probes_every_account_from_exactly_one_replica(
     instances = {s["metric"]["instance"] for s in prometheus.query("parqex_up")}
     assert instances == {f"parqex/{n}" for n in PARQEX}
     # the replicas' own /metrics carry no account series (metrics_include_accounts: false)
-    own = prometheus.query('count by (instance) (up{job="device-cloud-exporter-replicas"} == 1)')
-    assert {s["metric"]["instance"] for s in own} == set(replicas)
     leaked = prometheus.query('{job="device-cloud-exporter-replicas", account!=""}')
     assert leaked == []
     # and the cloud saw each account's token: nobody was left out or asked twice per round

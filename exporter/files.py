@@ -24,7 +24,9 @@ import threading
 from typing import Final, Literal
 
 SECRET_LIMIT: Final = 64 * 1024  # a token, a client secret: a few hundred bytes
-CONFIG_LIMIT: Final = 4 * 1024 * 1024  # config.yaml, the web config: a few KiB in practice
+# config.yaml, the web config: a few KiB in practice. 1 MiB is ~18,000 accounts and parses in
+# ~5 s (PyYAML is pure Python here); 4 MiB would take ~18 s, too long for a reload to answer.
+CONFIG_LIMIT: Final = 1024 * 1024
 PEM_LIMIT: Final = 1024 * 1024  # a certificate chain or a CA bundle
 READ_TIMEOUT: Final = 2.0  # seconds a run-time read may take before its account fails
 

@@ -238,7 +238,7 @@ def test_a_config_file_over_the_limit_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(config.ConfigError) as raised:
         config.load(path)
     assert raised.value.problems == [
-        f"{path}: is larger than 4 MiB; fix: a config is a few KiB, check that --config.file "
+        f"{path}: is larger than 1 MiB; fix: a config is a few KiB, check that --config.file "
         "names the right file"
     ]
 

@@ -2,7 +2,8 @@
 or an OAuth 2 refresh-token grant (exporter.oauth).
 
 Reading `token_file` each time lets an outside job (a sidecar, a cron refresh) rotate the token
-without restarting the exporter.
+without restarting the exporter. The read runs off the event loop and is time-bounded
+(exporter.files): a file swapped for a FIFO or a device costs its account a `token` failure.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 
 import httpx
 
+from exporter import files
 from exporter.clients.http import UpstreamError
 from exporter.config import DEFAULT_BASE_URLS, Account, SourceName
 from exporter.oauth import OAuthToken
@@ -49,13 +51,13 @@ class StaticToken:
 class FileToken:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._reader = files.OffLoopReader(path, files.SECRET_LIMIT)
 
     async def token(self) -> Secret:
         try:
-            value = self.path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise UpstreamError("token", f"cannot read token file {self.path}: {reason}") from None
+            value = (await self._reader.read()).strip()
+        except files.FileProblem as problem:
+            raise UpstreamError("token", f"token file: {problem}") from None
         if not value:
             raise UpstreamError("token", f"token file {self.path} is empty")
         return Secret(value)

@@ -186,21 +186,31 @@ def serve(
         )
         return 1
     engine.start()
-    wake = threading.Event()
     stopping = threading.Event()
     hangups = threading.Event()
 
     def on_stop(*_: object) -> None:
         stopping.set()
-        wake.set()
+        hangups.set()  # lets the "sighup" thread end
 
     def on_hangup(*_: object) -> None:
-        hangups.set()  # the reload runs in the main loop below, not in the signal handler
-        wake.set()
+        hangups.set()  # the reload runs in the "sighup" thread, not in the signal handler
+
+    def reload_on_hangup() -> None:
+        # Its own thread: a reload in progress never delays SIGTERM, and SIGHUPs sent during
+        # one coalesce into one more reload.
+        while True:
+            hangups.wait()
+            hangups.clear()
+            if stopping.is_set():
+                return
+            log.info("SIGHUP received: reloading the configuration")
+            reloader.reload()
 
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGHUP, on_hangup)
+    threading.Thread(target=reload_on_hangup, name="sighup", daemon=True).start()
     server.serve_in_thread()
     accounts = sum(1 for _ in cfg.accounts())
     log.info(
@@ -218,17 +228,16 @@ def serve(
             )
     if not logs.json_lines():  # a plain line for people; it would break a JSON log stream
         print(f"Serving metrics on {server.url}/metrics", file=sys.stderr, flush=True)
-    while not stopping.is_set():
-        wake.wait()
-        wake.clear()
-        if hangups.is_set() and not stopping.is_set():
-            hangups.clear()
-            log.info("SIGHUP received: reloading the configuration")
-            reloader.reload()
+    while not stopping.wait(3600):
+        pass
     log.info("shutting down")
+    reloader.stop()
     server.shutdown()
     server.server_close()
-    scraper.engine.close()
+    try:
+        scraper.engine.close()
+    except Exception:  # a wedged collection must not keep the process from ending
+        log.error("collection did not stop cleanly", exc_info=True)
     return 0
 
 
@@ -238,8 +247,12 @@ class Reloader:
     A config that does not load is rejected with its one-line problems and the old one keeps
     serving. A good one gets a new, started Engine that shares the process-lifetime counters, and
     the 429/5xx back-off of accounts that stay; the old Engine is closed in the background once
-    no scrape uses it any more. Reloads run one at a time.
+    no scrape uses it any more. Reloads run one at a time; one that waits more than
+    WAIT_SECONDS for another gives up, so `POST /-/reload` always answers. No failure of a reload,
+    not even MemoryError, gets out of it: the process and the old configuration stay.
     """
+
+    WAIT_SECONDS = 10.0
 
     def __init__(
         self, scraper: Scraper, config_file: str | None, clock: Callable[[], float] = time.time
@@ -249,14 +262,30 @@ class Reloader:
         self._clock = clock
         self._lock = threading.Lock()
         self.retiring: list[threading.Thread] = []  # for tests: join them to see old engines go
+        self._stopped = False
+
+    def stop(self) -> None:
+        """At shutdown: a reload still running must not start another engine."""
+        self._stopped = True
 
     def reload(self) -> list[str]:
         """Reload now; the problems that stopped it, or [] when the new config is serving."""
-        with self._lock:
+        if not self._lock.acquire(timeout=self.WAIT_SECONDS):
+            problem = "another reload is still running; try again in a moment"
+            log.error("config reload refused", extra={"problem": problem})
+            return [problem]
+        try:
             if self.config_file is None:
                 log.info("reload requested; nothing to re-read in --demo mode")
                 return []
-            problems = self._reload(self.config_file)
+            try:
+                problems = self._reload(self.config_file)
+            except Exception as exc:  # MemoryError and bugs of ours: the old config stays
+                log.error("config reload crashed; please report this", exc_info=True)
+                problems = [
+                    f"{self.config_file}: the reload failed ({type(exc).__name__}); "
+                    "still serving the previous configuration"
+                ]
             if problems:
                 status = self.scraper.reload_status
                 last = status.last_success if status else self._clock()
@@ -267,6 +296,8 @@ class Reloader:
                         extra={"problem": problem},
                     )
             return problems
+        finally:
+            self._lock.release()
 
     def reload_for_http(self) -> tuple[bool, list[str]]:
         """What POST /-/reload answers: success and a line to say so, or the problems."""
@@ -292,6 +323,9 @@ class Reloader:
             log.error("could not start collection with the new configuration", exc_info=True)
             new.close()
             return [f"{path}: cannot start collection ({type(exc).__name__}: {exc})"]
+        if self._stopped:  # shutting down: the old engine is being closed; do not start anew
+            new.close()
+            return [f"{path}: not reloaded, the exporter is shutting down"]
         _carry_backoff(old, new)
         self.scraper.replace_engine(new, ReloadStatus(True, self._clock()))
         accounts = sum(1 for _ in loaded.config.accounts())

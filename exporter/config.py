@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from exporter import files, yamlsafe
+
 SourceName = Literal["parqex", "lametric"]
 SOURCES: tuple[SourceName, ...] = ("parqex", "lametric")
 DEFAULT_BASE_URLS: dict[SourceName, str] = {
@@ -271,20 +273,38 @@ def load(path: str | os.PathLike[str], *, require_accounts: bool = True) -> Load
     """Read, expand and validate the file at `path`; raise ConfigError with every problem."""
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            [f"{name}: file not found; fix: pass --config.file PATH or create {name}"]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{name}: cannot read the file ({os_reason(exc)})"]) from None
+        text = files.read_text(path, limit=files.CONFIG_LIMIT)
+    except files.FileProblem as problem:
+        if problem.kind == "missing":
+            line = f"{name}: file not found; fix: pass --config.file PATH or create {name}"
+        else:
+            line = flag_file_problem(problem, "--config.file")
+        raise ConfigError([line]) from None
     return parse(text, name, require_accounts=require_accounts)
+
+
+def flag_file_problem(problem: files.FileProblem, flag: str) -> str:
+    """One line for a YAML file named by a command-line flag (--config.file, --web.config.file)."""
+    name = problem.path
+    if problem.kind == "type":
+        return f"{name}: {problem.reason}; fix: pass {flag} the path of a regular YAML file"
+    if problem.kind == "size":
+        return (
+            f"{name}: {problem.reason}; fix: a config is a few KiB, check that {flag} names "
+            "the right file"
+        )
+    if problem.kind == "encoding":
+        return f"{name}: cannot read the file (it is not UTF-8 text); fix: save it as UTF-8"
+    return (
+        f"{name}: cannot read the file ({problem.reason}); fix: make it readable by the "
+        "exporter's user"
+    )
 
 
 def parse(text: str, name: str = "config.yaml", *, require_accounts: bool = True) -> Loaded:
     """Validate config text; `name` is only used in messages."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlsafe.load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([f"{name}: {yaml_problem(exc)}"]) from None
     if raw is None:
@@ -378,14 +398,15 @@ def _check_token_file(
     *,
     what: str = "access token",
 ) -> None:
+    field = key.rsplit(".", 1)[-1]
     try:
-        content = path.read_text(encoding="utf-8")
+        content = files.read_text(path, limit=files.SECRET_LIMIT)
         mode = path.stat().st_mode
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(
-            f"{name}: {key}: cannot read {path} ({os_reason(exc)}); "
-            f"fix: create the file with the {what}, readable by the exporter's user"
-        )
+    except OSError as exc:  # the file went away between the read and the stat
+        problems.append(f"{name}: {key}: cannot read {path} ({os_reason(exc)})")
+        return
+    except files.FileProblem as problem:
+        problems.append(f"{name}: {key}: {_file_problem(problem, path, field, what)}")
         return
     if not content.strip():
         problems.append(f"{name}: {key}: {path} is empty; fix: write the {what} into it")
@@ -394,6 +415,44 @@ def _check_token_file(
             f"{key}: {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
             f"fix: chmod 600 {path}"
         )
+
+
+def _can_show(path: Path) -> bool:
+    """Whether a file key's value may appear in a message: only when it is surely a path.
+
+    A token pasted under token_file by mistake must not end up in a log. A value is shown when it
+    exists, or when the directory it names exists and is neither / nor the working directory: a
+    token is a random string, so it practically never names an existing directory. The cost: a
+    path in a directory that does not exist either is not shown; the key still is.
+    """
+    text = str(path)
+    if os.path.lexists(text):
+        return True
+    parent = os.path.dirname(text)
+    return parent not in ("", "/") and os.path.isdir(parent)
+
+
+def _file_problem(problem: files.FileProblem, path: Path, field: str, what: str) -> str:
+    """A credential file's problem and its fix, naming the path only when `_can_show` it."""
+    article = "an" if what[0] in "aeiou" else "a"
+    if problem.kind == "type":
+        return f"{problem}; fix: point {field} at a regular file that holds the {what}"
+    if problem.kind == "size":
+        return (
+            f"{problem}, far more than {article} {what}; fix: point {field} at a file that "
+            f"holds only the {what}"
+        )
+    if problem.kind == "encoding":
+        return f"{problem}; fix: write the {what} into it as plain text"
+    if _can_show(path):
+        return f"{problem}; fix: create the file with the {what}, readable by the exporter's user"
+    inline = {"token_file": "token", "client_secret_file": "client_secret"}.get(field)
+    return (
+        ("no such file" if problem.kind == "missing" else f"cannot read it ({problem.reason})")
+        + " (the value is not shown: neither it nor its directory exists, so it may be a secret "
+        f"written under {field} by mistake); fix: give the path of the file that holds the {what}"
+        + (f", or put the {what} itself under {inline}: ${{ENV_VAR}}" if inline else "")
+    )
 
 
 def _check_writable_dir(path: Path, key: str, warnings: list[str]) -> None:
@@ -478,6 +537,8 @@ def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
 def _describe(value: Any, loc: tuple[Any, ...]) -> str:
     if loc and loc[-1] in ("token", "client_secret"):
         return "a secret value"  # never echo a credential, not even a malformed one
+    if loc and loc[-1] in ("token_file", "client_secret_file", "refresh_token_file"):
+        return "a value not shown, as it may be a secret"  # a token pasted in by mistake
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -508,6 +569,8 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     """Where and why YAML failed, as one line with a fix (also used for the web config)."""
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    if isinstance(exc, yamlsafe.YAMLLimitError):
+        return f"{where}{exc.problem}; fix: {exc.fix}"
     problem = getattr(exc, "problem", None) or "invalid YAML"
     return f"{where}invalid YAML ({problem}); fix: check indentation and quoting there"
 

@@ -222,6 +222,7 @@ class Engine:
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="collector", daemon=True
         )
+        self._close_lock = threading.Lock()
         self._clients: list[httpx.AsyncClient] = []
         self._tls: ssl.SSLContext | None = None  # one for all clients; built with them
         self.workers: list[AccountWorker] = []
@@ -319,12 +320,20 @@ class Engine:
             asyncio.run_coroutine_threadsafe(wait(), self._loop).result(timeout + 5)
 
     def close(self) -> None:
-        """Stop collecting: finish token refreshes in flight, cancel the rest, close sockets."""
-        if not self._thread.is_alive():
-            return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        """Stop collecting: finish token refreshes in flight, cancel the rest, close sockets,
+        then close the event loop (its selector and self-pipe are descriptors: left to the
+        garbage collector, hundreds of reloads pile them up). Safe to call more than once."""
+        with self._close_lock:
+            if self._loop.is_closed():
+                return
+            if self._thread.is_alive():
+                try:
+                    asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(30)
+                finally:
+                    self._loop.call_soon_threadsafe(self._loop.stop)
+                    self._thread.join(timeout=5)
+            if not self._loop.is_running():
+                self._loop.close()
 
     async def _shutdown(self) -> None:
         # A refresh cut short after the cloud rotated the refresh token but before the new one

@@ -26,6 +26,7 @@ from urllib.parse import quote, quote_plus, urlencode
 
 import httpx
 
+from exporter import files
 from exporter.clients.http import UpstreamError, parse_retry_after, upstream_message
 from exporter.config import OAuth2, SourceName, os_reason
 from exporter.secret import Secret
@@ -96,6 +97,12 @@ class OAuthToken:
         self._refresh_file = refresh_token_file
         self._client_secret = client_secret
         self._client_secret_file = client_secret_file
+        # Off the event loop and time-bounded: a FIFO or a hung file system costs this account.
+        self._readers = {
+            path: files.OffLoopReader(path, files.SECRET_LIMIT)
+            for path in (refresh_token_file, client_secret_file)
+            if path is not None
+        }
         self._clock = clock
         self._access: Secret | None = None
         self._refresh_at = float("-inf")
@@ -180,12 +187,12 @@ class OAuthToken:
         return grant.access
 
     async def _request_grant(self) -> _Grant:
-        refresh = self._read_secret(self._refresh_file, "refresh token")
+        refresh = await self._read_secret(self._refresh_file, "refresh token")
         if self._client_secret is not None:
             client_secret = self._client_secret
         else:
             assert self._client_secret_file is not None
-            client_secret = self._read_secret(self._client_secret_file, "client secret")
+            client_secret = await self._read_secret(self._client_secret_file, "client secret")
         what = f"refreshing the access token ({'GET' if self._style == 'query' else 'POST'} "
         what += f"{httpx.URL(self._url).path})"
         started = self._clock()
@@ -285,14 +292,14 @@ class OAuthToken:
 
     # -- files -----------------------------------------------------------------------------
 
-    def _read_secret(self, path: Path, what: str) -> Secret:
+    async def _read_secret(self, path: Path, what: str) -> Secret:
         problem: str | None = None
         try:
-            value = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:  # the latter holds the file's bytes
-            problem = os_reason(exc)
+            value = (await self._readers[path].read()).strip()
+        except files.FileProblem as exc:  # never holds the file's content
+            problem = str(exc)
         if problem is not None:
-            raise UpstreamError("token", f"cannot read the {what} file {path}: {problem}")
+            raise UpstreamError("token", f"the {what} file: {problem}")
         if not value:
             raise UpstreamError("token", f"the {what} file {path} is empty")
         secret = Secret(value)

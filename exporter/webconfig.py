@@ -35,7 +35,8 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from exporter.config import os_reason, yaml_problem
+from exporter import files, yamlsafe
+from exporter.config import flag_file_problem, os_reason, yaml_problem
 
 log = logging.getLogger(__name__)
 
@@ -147,20 +148,15 @@ def load(path: str | os.PathLike[str]) -> WebConfig:
     watched: dict[str, object] = {}
     watched[name] = _stat(name)  # before reading: a change after this is seen by the watcher
     try:
-        text = Path(name).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WebConfigError(
-            [
-                f"{name}: file not found; fix: pass --web.config.file the path of an existing "
-                "file, or leave the flag out to serve plain HTTP without authentication"
-            ],
-            watched,
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WebConfigError(
-            [f"{name}: cannot read the file ({os_reason(exc)}); fix: make it readable UTF-8 text"],
-            watched,
-        ) from None
+        text = files.read_text(name, limit=files.CONFIG_LIMIT)
+    except files.FileProblem as problem:
+        line = (
+            f"{name}: file not found; fix: pass --web.config.file the path of an existing "
+            "file, or leave the flag out to serve plain HTTP without authentication"
+            if problem.kind == "missing"
+            else flag_file_problem(problem, "--web.config.file")
+        )
+        raise WebConfigError([line], watched) from None
     return _parse(text, name, Path(name).parent, watched)
 
 
@@ -176,7 +172,7 @@ def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> 
         return WebConfigError([f"{name}: {problem}" for problem in problems], watched)
 
     try:
-        raw = yaml.safe_load(text)
+        raw = yamlsafe.load(text)
     except yaml.YAMLError as exc:
         raise fail([yaml_problem(exc)]) from None
     if raw is None:
@@ -340,6 +336,12 @@ def _tls_context(
 def _read_pem(
     key: str, path: str, load: Callable[[], None], not_pem: str, mismatch: str | None = None
 ) -> None:
+    try:
+        files.check(path, limit=files.PEM_LIMIT)  # OpenSSL would block on a FIFO
+    except files.FileProblem as problem:
+        if problem.kind in ("type", "size"):
+            raise _Problem(f"{key}: {problem}; fix: point it at a regular PEM file") from None
+        # a missing or unreadable file: OpenSSL's own error below says it as before
     try:
         load()
     except ssl.SSLError as exc:

@@ -147,9 +147,11 @@ BAD_CONFIGS = [
     (
         "missing-token-file",
         "parqex:\n  accounts:\n    - {name: home, token_file: /nonexistent/dce-token}\n",
-        "parqex.accounts[0].token_file: cannot read /nonexistent/dce-token "
-        "(No such file or directory); fix: create the file with the access token, "
-        "readable by the exporter's user",
+        # neither the path nor its directory exists: it may be a token, so it is not shown
+        "parqex.accounts[0].token_file: no such file (the value is not shown: neither it nor "
+        "its directory exists, so it may be a secret written under token_file by mistake); "
+        "fix: give the path of the file that holds the access token, or put the access token "
+        "itself under token: ${ENV_VAR}",
     ),
     (
         "oauth2-unknown-key",
@@ -231,9 +233,10 @@ BAD_CONFIGS = [
     (
         "oauth2-missing-refresh-token-file",
         oauth_account(OAUTH_OK),
-        "parqex.accounts[0].oauth2.refresh_token_file: cannot read /nonexistent/dce-refresh "
-        "(No such file or directory); fix: create the file with the refresh token, "
-        "readable by the exporter's user",
+        "parqex.accounts[0].oauth2.refresh_token_file: no such file (the value is not shown: "
+        "neither it nor its directory exists, so it may be a secret written under "
+        "refresh_token_file by mistake); fix: give the path of the file that holds the "
+        "refresh token",
     ),
 ]
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
+import respx
 
+from exporter import config
+from exporter.cli import Reloader
 from exporter.engine import Engine
-from exporter.scrape import Scraper
-from tests.support import make_config
+from exporter.scrape import ReloadStatus, Scraper
+from tests.support import PARQEX_URL, fixture, make_config, parqex_only
 
 
 @pytest.fixture
@@ -25,3 +30,29 @@ def start_scraper() -> Iterator[Callable[[str], Scraper]]:
     yield start
     for engine in engines:
         engine.close()
+
+
+@pytest.fixture
+def clouds() -> Iterator[respx.Router]:
+    """A respx-mocked ParqEx answering every token with the document's example."""
+    with respx.mock(assert_all_called=False) as router:
+        router.get(f"{PARQEX_URL}/oauth/v1/endpoints/sync").mock(
+            return_value=httpx.Response(200, json=fixture("parqex_sync.json"))
+        )
+        yield router
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[Scraper, Reloader, Path]]:
+    """A Scraper over accounts home and gone, its Reloader, and its config file."""
+    path = tmp_path / "config.yaml"
+    path.write_text(parqex_only("home", "gone"))
+    engine = Engine(config.load(path).config)
+    engine.start()
+    scraper = Scraper(engine, reload_status=ReloadStatus(True, 1000.0))
+    reloader = Reloader(scraper, str(path), clock=lambda: 2000.0)
+    yield scraper, reloader, path
+    for thread in reloader.retiring:
+        thread.join(10)
+        assert not thread.is_alive(), "an old engine was never closed"
+    scraper.engine.close()

@@ -11,6 +11,7 @@ import respx
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
+from exporter.scrape import Scraper
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PARQEX_URL = "https://parqex.test"  # never the real hosts: respx answers for these
@@ -59,3 +60,16 @@ def samples(exposition: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 def value(exposition: str, metric: str, **labels: str) -> float | None:
     """The value of one sample (all labels given), or None when the series is absent."""
     return samples(exposition).get((metric, frozenset(labels.items())))
+
+
+def parqex_only(*accounts: str) -> str:
+    """ParqEx accounts on the respx-mocked cloud, each with the token `<name>-token`."""
+    lines = [f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:"]
+    lines += [f"    - {{name: {name}, token: {name}-token}}" for name in accounts]
+    return "\n".join(lines) + "\n"
+
+
+def render(scraper: Scraper) -> str:
+    """One `/metrics` body, plain text, rendered in-process."""
+    body, _ = scraper.render(accept=None, accept_encoding=None, timeout_header=None)
+    return body.decode()

@@ -28,14 +28,10 @@ from exporter import config, files, webconfig
 from exporter.cli import Reloader
 from exporter.engine import Engine
 from exporter.scrape import ReloadStatus, Scraper
-from tests import test_reload
-from tests.support import PARQEX_URL, make_config, value
-from tests.test_reload import render
+from tests.support import PARQEX_URL, make_config, render, value
 
 T = TypeVar("T")
 
-# test_reload's fixtures (a mocked ParqEx; a running Scraper and Reloader), shared, not copied.
-globals().update(clouds=test_reload.clouds, running=test_reload.running)
 
 # The ~600-byte "billion laughs": 9 levels of 10 aliases, 10**9 strings once expanded.
 BILLION_LAUGHS = (

@@ -26,7 +26,7 @@ from exporter.engine import Engine
 from exporter.scrape import ReloadStatus, Scraper
 from exporter.simulator import SimulatedCloud
 from tests.processes import ExporterProcess, start_exporter
-from tests.support import PARQEX_URL, fixture, make_config, value
+from tests.support import PARQEX_URL, make_config, parqex_only, render, value
 
 OK = "device_cloud_exporter_config_last_reload_successful"
 WHEN = "device_cloud_exporter_config_last_reload_success_timestamp_seconds"
@@ -198,42 +198,6 @@ def test_reload_is_behind_basic_auth_when_configured(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- in-process
-
-
-def parqex_only(*accounts: str) -> str:
-    """ParqEx accounts on the respx-mocked cloud, each with the token `<name>-token`."""
-    lines = [f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:"]
-    lines += [f"    - {{name: {name}, token: {name}-token}}" for name in accounts]
-    return "\n".join(lines) + "\n"
-
-
-@pytest.fixture
-def clouds() -> Iterator[respx.Router]:
-    with respx.mock(assert_all_called=False) as router:
-        router.get(f"{PARQEX_URL}/oauth/v1/endpoints/sync").mock(
-            return_value=httpx.Response(200, json=fixture("parqex_sync.json"))
-        )
-        yield router
-
-
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[Scraper, Reloader, Path]]:
-    path = tmp_path / "config.yaml"
-    path.write_text(parqex_only("home", "gone"))
-    engine = Engine(config.load(path).config)
-    engine.start()
-    scraper = Scraper(engine, reload_status=ReloadStatus(True, 1000.0))
-    reloader = Reloader(scraper, str(path), clock=lambda: 2000.0)
-    yield scraper, reloader, path
-    for thread in reloader.retiring:
-        thread.join(10)
-        assert not thread.is_alive(), "an old engine was never closed"
-    scraper.engine.close()
-
-
-def render(scraper: Scraper) -> str:
-    body, _ = scraper.render(accept=None, accept_encoding=None, timeout_header=None)
-    return body.decode()
 
 
 def test_a_replaced_engine_is_closed_only_after_its_last_scrape(

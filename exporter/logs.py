@@ -96,7 +96,7 @@ def route_uncaught() -> None:
         crash.error(
             "uncaught exception in a thread; please report this",
             exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
-            extra={"thread": args.thread.name if args.thread else None},
+            extra={"thread_name": args.thread.name if args.thread else None},
         )
 
     def unraisable(args: sys.UnraisableHookArgs) -> None:

@@ -28,6 +28,7 @@ class _SharedRender:
     """One render that every concurrent scrape asking for the same answer waits for."""
 
     done: threading.Event = field(default_factory=threading.Event)
+    followers: int = 0  # scrapes waiting for it besides the one rendering
     answer: tuple[bytes, dict[str, str]] | None = None
     error: BaseException | None = None
 
@@ -137,6 +138,8 @@ class Scraper:
                 leader = shared is None
                 if shared is None:
                     shared = self._renders[key] = _SharedRender()
+                else:
+                    shared.followers += 1
             if leader:
                 try:
                     shared.answer = self._render(engine, content_type, gzipped, key[-1], probe)

@@ -239,7 +239,7 @@ class ExporterServer:
         self._stopped.set()
         self._accept_delay = 0.0
         self._accept_paused_until = 0.0
-        self._last_emfile_log = -math.inf
+        self._warned: dict[str, float] = {}  # what was warned about, when (see _warn)
         self.stats = {"accept_calls": 0, "evicted": 0, "timed_out": 0, "out_of_descriptors": 0}
 
     @property
@@ -354,20 +354,27 @@ class ExporterServer:
         )
         self._accept_paused_until = time.monotonic() + self._accept_delay
         self._selector.unregister(self.socket)
+        self.warn(
+            "out of file descriptors: closing the oldest idle connection and accepting more "
+            "slowly; fix: raise the nofile limit (ulimit -n)",
+            error=os.strerror(exc.errno or 0),
+        )
+
+    def warn(self, message: str, **fields: object) -> None:
+        """Log `message` at most once a minute: a flood must not flood the log as well."""
         now = time.monotonic()
-        if now - self._last_emfile_log >= 60:
-            self._last_emfile_log = now
-            log.warning(
-                "out of file descriptors: closing the oldest idle connection and accepting "
-                "more slowly; fix: raise the nofile limit (ulimit -n)",
-                extra={"error": os.strerror(exc.errno or 0), "retry_seconds": self._accept_delay},
-            )
+        if now - self._warned.get(message, -math.inf) >= 60:
+            self._warned[message] = now
+            log.warning(message, extra=fields)
 
     def _evict_oldest(self) -> bool:
         """Close the connection that has waited longest in the selector; False if none."""
         for conn in self._waiting:
             self.stats["evicted"] += 1
-            log.debug("connection limit reached: closed the oldest idle connection")
+            self.warn(
+                "connection limit reached: closing the oldest idle connection for each new one",
+                limit=self.max_connections,
+            )
             self._close(conn)
             return True
         return False
@@ -531,6 +538,10 @@ class ExporterServer:
         stalled = self.scraper.engine.stalled_seconds()
         threshold = self.limits.stall_threshold
         if stalled > threshold:
+            self.warn(
+                "the collection loop has made no progress: /-/healthy answers 503",
+                stalled_seconds=round(stalled),
+            )
             line = (
                 f"Unhealthy: the collection loop has made no progress for {stalled:.0f}s "
                 f"(threshold {threshold:g}s)\n"
@@ -691,6 +702,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             authorized = path in self.open_paths or self._authorized()
         except AuthBusy as busy:
+            self.server.warn(
+                "too many password checks waiting: refusing more with 429/503",
+                status=busy.status,
+                client=self.client_address[0],
+            )
             self.close_connection = True
             body = f"{busy}\n".encode()
             self._send(busy.status, body, "text/plain; charset=utf-8", {"Retry-After": "1"})

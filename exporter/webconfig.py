@@ -530,9 +530,11 @@ class BcryptGate:
     queue and the queues take turns: a flood from one address delays another address's login by
     one check per flooding address, not one per flooding request. A client with `per_client`
     checks waiting gets 429, and 503 once `total` checks wait, without running bcrypt at all.
+    Each waiting check holds an HTTP worker: `total` is half the server's 32 workers, so
+    cached logins, /metrics and everything else always have workers left.
     """
 
-    def __init__(self, per_client: int = 4, total: int = 64) -> None:
+    def __init__(self, per_client: int = 4, total: int = 16) -> None:
         self.per_client = per_client
         self.total = total
         self._cond = threading.Condition()

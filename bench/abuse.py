@@ -35,8 +35,8 @@ from exporter.simulator.control import add_generated_parqex_account  # noqa: E40
 from tests.processes import start_exporter  # noqa: E402
 from tests.system.test_abuse import (  # noqa: E402
     address,
-    backlog,
     cpu_seconds,
+    open_idle,
     status_field,
 )
 
@@ -68,18 +68,9 @@ def idle_flood(env: dict[str, str], workdir: Path, cloud: SimulatedCloud) -> Non
         cwd=Path(env["PYTHONPATH"]),
         nofile=1024,
     )
-    idle = []
+    idle: list[socket.socket] = []
     try:
-        port = address(exporter)[1]
-        for _ in range(11):
-            for _ in range(100):
-                sock = socket.socket()
-                sock.setblocking(False)
-                sock.connect_ex(address(exporter))
-                idle.append(sock)
-            deadline = time.monotonic() + 5
-            while backlog(port) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        open_idle(exporter, 1100, idle)
         cpu, started = cpu_seconds(exporter.process.pid), time.monotonic()
         for _ in range(3):
             print("  /-/healthy:", timed_get(f"{exporter.url}/-/healthy", 5))

@@ -112,6 +112,24 @@ def stopped() -> Iterator[list[ExporterProcess]]:
         process.stop()
 
 
+def open_idle(exporter: ExporterProcess, count: int, into: list[socket.socket]) -> None:
+    """Open `count` connections that never send a byte, appended to `into` as they open."""
+    port = address(exporter)[1]
+    while count > 0:
+        for _ in range(min(count, 100)):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.connect_ex(address(exporter))
+            into.append(sock)
+        count -= 100
+        # Batches below the listen backlog, each taken in before the next: a handshake that
+        # overflows the backlog completes on a SYN cookie only when data follows, and these
+        # clients send none. A server that stops accepting stops the pacing.
+        deadline = time.monotonic() + 5
+        while backlog(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 def started(stopped: list[ExporterProcess], args: list[str]) -> ExporterProcess:
     exporter = start_exporter(args)
     stopped.append(exporter)
@@ -126,21 +144,9 @@ def test_1100_idle_connections_with_nofile_1024_leave_health_and_metrics_answeri
 ) -> None:
     exporter = start_exporter(["--config.file", config(tmp_path, cloud.url)], nofile=1024)
     stopped.append(exporter)
-    idle = []
+    idle: list[socket.socket] = []
     try:
-        port = address(exporter)[1]
-        for _batch in range(11):  # connect, and never send a byte
-            for _ in range(100):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.setblocking(False)
-                sock.connect_ex(address(exporter))
-                idle.append(sock)
-            # Batches below the listen backlog, each taken in before the next: a handshake
-            # that overflows the backlog completes on a SYN cookie only when data follows,
-            # and these clients send none. A server that stops accepting stops the pacing.
-            deadline = time.monotonic() + 5
-            while backlog(port) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        open_idle(exporter, 1100, idle)
         cpu_before, started = cpu_seconds(exporter.process.pid), time.monotonic()
         answers = 0
         while time.monotonic() - started < 3:  # three seconds of health checks

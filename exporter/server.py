@@ -161,7 +161,7 @@ class _Pool:
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
-            start = self._idle == 0 and self._threads < self._size
+            start = self._idle <= 0 and self._threads < self._size
             if start:
                 self._threads += 1
             else:
@@ -239,7 +239,8 @@ class ExporterServer:
         self._stopped.set()
         self._accept_delay = 0.0
         self._accept_paused_until = 0.0
-        self._warned: dict[str, float] = {}  # what was warned about, when (see _warn)
+        self._warned: dict[str, float] = {}  # what was warned about, when (see warn)
+        self._next_sweep = 0.0
         self.stats = {"accept_calls": 0, "evicted": 0, "timed_out": 0, "out_of_descriptors": 0}
 
     @property
@@ -300,21 +301,33 @@ class ExporterServer:
         if self._accept_paused_until:
             timeout = min(timeout, max(0.0, self._accept_paused_until - now))
         for key, _ in self._selector.select(timeout):
-            if key.data == "listen":
-                self._accept()
-            elif key.data == "wake":
-                with contextlib.suppress(OSError):
-                    while self._wake_r.recv(4096):
-                        pass
-            else:
-                self._readable(key.data)
+            try:
+                if key.data == "listen":
+                    self._accept()
+                elif key.data == "wake":
+                    with contextlib.suppress(OSError):
+                        while self._wake_r.recv(4096):
+                            pass
+                else:
+                    self._readable(key.data)
+            except Exception:  # a bug of ours must cost one connection, not the server
+                log.error("HTTP server failed on a connection; please report this", exc_info=True)
+                if isinstance(key.data, _Conn):
+                    self._close(key.data)
         while True:
             try:
                 conn, keep = self._returned.get_nowait()
             except queue.Empty:
                 break
-            self._back_from_worker(conn, keep)
-        self._sweep(time.monotonic())
+            try:
+                self._back_from_worker(conn, keep)
+            except Exception:
+                log.error("HTTP server failed on a connection; please report this", exc_info=True)
+                self._close(conn)
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 0.25
+            self._sweep(now)
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # a full pipe wakes the selector just as well

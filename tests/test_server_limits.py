@@ -7,6 +7,7 @@ import os
 import resource
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,11 +15,12 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+import trustme
 
 from exporter.engine import Engine
 from exporter.scrape import Scraper
 from exporter.server import ExporterServer, Limits
-from exporter.webconfig import AuthBusy, BcryptGate
+from exporter.webconfig import AuthBusy, BcryptGate, WebConfigWatcher
 from tests.support import make_config, two_cloud_config
 
 
@@ -327,3 +329,39 @@ def test_bcrypt_queue_is_bounded_overall() -> None:
     release.set()
     for thread in threads:
         thread.join(10)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def test_tls_keep_alive_and_pipelining_lose_no_buffered_bytes(serve_tls) -> None:
+    server, context = serve_tls
+    raw = socket.create_connection(server.server_address[:2], timeout=10)
+    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+        buffer = bytearray()
+        # two requests in one TLS record: the second is decrypted and buffered with the first
+        tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(tls, buffer).startswith(b"HTTP/1.1 200")
+        assert read_response(tls, buffer).startswith(b"HTTP/1.1 200")
+        for _ in range(3):  # and the connection goes on through the selector
+            tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(tls, buffer).endswith(b"metric 1\n")
+    assert httpx.get(f"{server.url}/-/healthy", verify=context, timeout=5).status_code == 200
+
+
+@pytest.fixture
+def serve_tls(tmp_path) -> Iterator[tuple[ExporterServer, ssl.SSLContext]]:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(tmp_path / "server.pem")
+    web = tmp_path / "web.yml"
+    web.write_text("tls_server_config:\n  cert_file: server.pem\n  key_file: server.pem\n")
+    server = ExporterServer(
+        ("127.0.0.1", 0), StubScraper(), web=WebConfigWatcher(web), limits=Limits()
+    )  # type: ignore[arg-type]
+    server.serve_in_thread()
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    yield server, context
+    server.shutdown()
+    server.server_close()

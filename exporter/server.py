@@ -64,6 +64,10 @@ def parse_listen_address(value: str) -> tuple[str, int]:
 # What POST /-/reload calls: (succeeded, lines for the answer body).
 Reload = Callable[[], tuple[bool, list[str]]]
 LISTEN_BACKLOG = 128
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 34\r\nConnection: close\r\n\r\nRequest head over 64 KiB: refused\n"
+)
 PLAIN_HTTP_TO_TLS = (
     b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
@@ -111,7 +115,7 @@ class Limits:
 
 
 MAX_CONNECTIONS_CEILING = 4096
-MAX_HEAD = 64 * 1024  # bytes of request line and headers; more is answered 414/431 and closed
+MAX_HEAD = 64 * 1024  # bytes of request line and headers; more is answered 431 and closed
 _ACCEPT_BACKOFF_MIN = 0.005  # like Go's net/http accept loop: 5 ms, doubling, at most 1 s
 _ACCEPT_BACKOFF_MAX = 1.0
 _OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -444,6 +448,11 @@ class ExporterServer:
     def _dispatch(self, conn: _Conn) -> None:
         """A whole request head is in: answer /-/healthy here, anything else in a worker."""
         self._leave_selector(conn)
+        if b"\r\n\r\n" not in conn.buf and b"\n\n" not in conn.buf:  # MAX_HEAD and no end
+            with contextlib.suppress(OSError):
+                conn.sock.send(HEAD_TOO_LARGE)
+            self._close(conn)
+            return
         if self._answer_health(conn):
             return
         conn.state = "worker"

@@ -365,3 +365,14 @@ def serve_tls(tmp_path) -> Iterator[tuple[ExporterServer, ssl.SSLContext]]:
     yield server, context
     server.shutdown()
     server.server_close()
+
+
+def test_a_request_head_over_64_kib_is_refused_without_a_worker(serve) -> None:
+    server = serve(workers=1)
+    sock = connect(server)
+    start = b"GET /metrics HTTP/1.1\r\nX-Big: "
+    sock.sendall(start + b"a" * (64 * 1024 + 1 - len(start)))  # one byte over, and no end
+    response = read_response(sock)
+    assert response.startswith(b"HTTP/1.1 431 ") and response.endswith(b"refused\n")
+    sock.settimeout(5)
+    assert sock.recv(1) == b""  # and the connection is closed

@@ -234,10 +234,13 @@ class ExporterServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._returned: queue.SimpleQueue[tuple[_Conn, bool]] = queue.SimpleQueue()
+        self._returned: queue.SimpleQueue[tuple[_Conn, str]] = queue.SimpleQueue()
         self._conns: dict[_Conn, None] = {}  # every open connection, oldest first
         self._waiting: dict[_Conn, None] = {}  # those in the selector, by time they got there
         self._pool = _Pool(self.limits.workers, "http-worker")
+        # TLS handshakes: CPU work in short steps, never waiting on a client, so a few threads
+        # of their own, which busy workers cannot hold up.
+        self._handshakes = _Pool(2, "tls-handshake")
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
@@ -290,6 +293,7 @@ class ExporterServer:
             else:
                 self._close(conn)
         self._pool.stop()
+        self._handshakes.stop()
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -320,11 +324,11 @@ class ExporterServer:
                     self._close(key.data)
         while True:
             try:
-                conn, keep = self._returned.get_nowait()
+                conn, outcome = self._returned.get_nowait()
             except queue.Empty:
                 break
             try:
-                self._back_from_worker(conn, keep)
+                self._back_from_worker(conn, outcome)
             except Exception:
                 log.error("HTTP server failed on a connection; please report this", exc_info=True)
                 self._close(conn)
@@ -396,20 +400,27 @@ class ExporterServer:
             return True
         return False
 
-    def _to_selector(self, conn: _Conn, now: float) -> None:
+    def _to_selector(self, conn: _Conn, now: float, events: int = selectors.EVENT_READ) -> None:
         conn.state = "selector"
         conn.since = now
         self._waiting[conn] = None
-        self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+        self._selector.register(conn.sock, events, conn)
 
-    def _back_from_worker(self, conn: _Conn, keep: bool) -> None:
-        if not keep or self._stopping.is_set():
+    def _back_from_worker(self, conn: _Conn, outcome: str) -> None:
+        """`outcome`: "close"; "keep" after a request; "read"/"write" while a TLS handshake
+        waits for the client; "handshaken" when it is done and the first request is due."""
+        if outcome == "close" or self._stopping.is_set():
             self._close(conn)
             return
         now = time.monotonic()
         with contextlib.suppress(OSError):
             conn.sock.setblocking(False)
-        conn.head_since = now if conn.buf else None
+        if outcome in ("read", "write"):  # its clock (head_since) keeps running from accept
+            events = selectors.EVENT_WRITE if outcome == "write" else selectors.EVENT_READ
+            self._to_selector(conn, now, events)
+            return
+        # the header timeout runs from the handshake's end, or from the next request's first byte
+        conn.head_since = now if conn.buf or outcome == "handshaken" else None
         if conn.head_complete():  # pipelined: the next request is here already
             self._dispatch(conn)
         else:
@@ -423,8 +434,10 @@ class ExporterServer:
             self._selector.unregister(conn.sock)
 
     def _readable(self, conn: _Conn) -> None:
-        if conn.tls_pending:
-            self._handshake(conn)
+        if conn.tls_pending:  # the handshake's CPU work is done off this thread
+            self._leave_selector(conn)
+            conn.state = "worker"
+            self._handshakes.submit(functools.partial(self._finish, conn, self._handshake_step))
             return
         try:
             while True:  # drain what OpenSSL already decrypted, too
@@ -456,9 +469,16 @@ class ExporterServer:
         if self._answer_health(conn):
             return
         conn.state = "worker"
-        self._pool.submit(functools.partial(self._work, conn))
+        self._pool.submit(functools.partial(self._finish, conn, self._work))
 
-    def _handshake(self, conn: _Conn) -> None:
+    def _handshake_step(self, conn: _Conn) -> str:
+        """One step of a TLS handshake, in a handshake thread; the socket never blocks.
+
+        Returns what the selector does next (see _back_from_worker): "read" or "write" when
+        the handshake waits for the client, "handshaken" when it is done, "close" when not.
+        """
+        if time.monotonic() - (conn.head_since or 0.0) > self.limits.handshake_timeout:
+            return "close"  # it waited in the queue past its deadline
         sock = conn.sock
         try:
             if not isinstance(sock, ssl.SSLSocket):
@@ -475,43 +495,33 @@ class ExporterServer:
                         "TLS handshake failed",
                         extra={"client": conn.client_address[0], "error": problem},
                     )
-                    self._close(conn)
-                    return
+                    return "close"
                 assert self.web is not None
                 context = self.web.current().tls  # the certificate of the moment
                 assert context is not None
-                self._leave_selector(conn)
                 sock = conn.sock = context.wrap_socket(
                     sock, server_side=True, do_handshake_on_connect=False
                 )
-                self._waiting[conn] = None
-                self._selector.register(sock, selectors.EVENT_READ, conn)
             sock.do_handshake()
-        except ssl.SSLWantReadError:
-            self._selector.modify(sock, selectors.EVENT_READ, conn)
-            return
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return "read"
         except ssl.SSLWantWriteError:
-            self._selector.modify(sock, selectors.EVENT_WRITE, conn)
-            return
+            return "write"
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             log.debug(
                 "TLS handshake failed",
                 extra={"client": conn.client_address[0], "error": str(exc) or type(exc).__name__},
             )
-            self._close(conn)
-            return
+            return "close"
         conn.tls_pending = False
-        self._selector.modify(sock, selectors.EVENT_READ, conn)
-        conn.head_since = time.monotonic()  # the header timeout runs from the handshake's end
-        if conn.pending():
-            self._readable(conn)
+        return "handshaken"
 
     def _sweep(self, now: float) -> None:
         """Close connections slower than their limit: handshake, request head, or idle."""
         limits = self.limits
         for conn in list(self._waiting):
             if conn.tls_pending:
-                late = now - conn.since > limits.handshake_timeout
+                late = now - (conn.head_since or conn.since) > limits.handshake_timeout
             elif conn.head_since is not None:
                 late = now - conn.head_since > limits.header_timeout
             else:
@@ -573,8 +583,18 @@ class ExporterServer:
 
     # ------------------------------------------------------------------ worker threads
 
-    def _work(self, conn: _Conn) -> None:
-        """Serve the requests whose heads are in `conn.buf`, then give the connection back."""
+    def _finish(self, conn: _Conn, job: Callable[[_Conn], str]) -> None:
+        """Run `job` on `conn` in a pool thread, then hand the connection back to the selector
+        thread with what to do next: it alone touches the connection lists."""
+        outcome = "close"
+        try:
+            outcome = job(conn)
+        finally:  # a bug in `job` is logged by the pool; the connection is closed
+            self._returned.put((conn, outcome))
+            self._wake()
+
+    def _work(self, conn: _Conn) -> str:
+        """Serve the requests whose heads are in `conn.buf`: "keep" or "close" the connection."""
         keep = False
         try:
             for _ in range(16):  # pipelined requests; then others get their turn
@@ -591,9 +611,7 @@ class ExporterServer:
             )
         finally:
             handler = None  # type: ignore[assignment]  # drop the response body now
-        # the selector thread closes or keeps it: it alone touches the connection lists
-        self._returned.put((conn, keep))
-        self._wake()
+        return "keep" if keep else "close"
 
 
 LANDING = """<!doctype html>

@@ -1,7 +1,8 @@
 """The HTTP server: `/metrics`, a landing page, `/-/healthy` and `/-/reload`, on the stdlib.
 
-One selector thread accepts connections, runs TLS handshakes without blocking and reads request
-heads; a bounded pool of worker threads serves complete requests (see `ExporterServer`). The
+One selector thread accepts connections and reads request heads; TLS handshakes run in short
+non-blocking steps on two threads of their own; a bounded pool of worker threads serves complete
+requests (see `ExporterServer`). The
 collection itself runs on the engine's event loop. With `--web.config.file`, TLS and basic auth
 come from the current `WebConfig`: every new connection is wrapped with the TLS context of the
 moment. Every limit a client can hit is in `Limits` and docs/limits.md.
@@ -201,9 +202,10 @@ class _Pool:
 class ExporterServer:
     """A bounded HTTP/1.1 server: a selector thread and a pool of worker threads.
 
-    The selector thread accepts connections, completes TLS handshakes without blocking, and
-    reads request heads; only a complete request head is handed to a worker, which serves that
-    one request and gives the connection back for keep-alive. So an idle or slow client costs a
+    The selector thread accepts connections and reads request heads; each step of a TLS
+    handshake runs, without blocking, on one of two handshake threads once the client has sent
+    something. Only a complete request head is handed to a worker, which serves that one
+    request and gives the connection back for keep-alive. So an idle or slow client costs a
     descriptor and a few bytes, never a thread, and a client is closed when it is slower than a
     limit (`Limits`). At the connection cap the oldest waiting connection is closed to let a new
     one in. `GET /-/healthy` is answered by the selector thread itself: no busy worker, wrong

@@ -10,6 +10,7 @@ moment. Every limit a client can hit is in `Limits` and docs/limits.md.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import functools
@@ -597,6 +598,8 @@ class ExporterServer:
 
     def _work(self, conn: _Conn) -> str:
         """Serve the requests whose heads are in `conn.buf`: "keep" or "close" the connection."""
+        if self._stopping.is_set():  # queued before the shutdown: nothing serves it any more
+            return "close"
         keep = False
         try:
             for _ in range(16):  # pipelined requests; then others get their turn
@@ -822,6 +825,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         except UnknownTarget as exc:
             self._send(400, f"{exc}\n".encode(), "text/plain; charset=utf-8")
+            return
+        except concurrent.futures.CancelledError:  # the engine closed under it: shutting down
+            self.close_connection = True
+            self._send(503, b"shutting down\n", "text/plain; charset=utf-8")
             return
         except Exception:
             log.exception("scrape failed")

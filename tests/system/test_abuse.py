@@ -341,3 +341,29 @@ def test_concurrent_scrapes_of_one_exporter_share_one_render(
     assert len(results) == 10 and min(results) > 10_000_000
     assert ten < 4 * one, f"ten concurrent scrapes took {ten:.1f}s of CPU, one took {one:.1f}s"
     assert exporter.stop() == 0, exporter.log
+
+
+def test_sigterm_with_clients_that_never_read_exits_at_once_and_quietly(
+    big_cloud: SimulatedCloud, tmp_path: Path, stopped: list[ExporterProcess]
+) -> None:
+    exporter = started(stopped, ["--config.file", config(tmp_path, big_cloud.url, BIG_TOKEN)])
+    assert httpx.get(f"{exporter.url}/metrics", timeout=120).status_code == 200
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    clients = []
+    for _ in range(40):  # more than there are workers: some wait in the queue
+        sock = socket.create_connection(address(exporter))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(request)
+        clients.append(sock)
+    try:
+        poller = select.poll()
+        for sock in clients:
+            poller.register(sock, select.POLLIN)
+        wait_until(lambda: poller.poll(0), 120, "the first answers to start")
+        started_at = time.monotonic()
+        assert exporter.stop() == 0
+        assert time.monotonic() - started_at < 5
+    finally:
+        for sock in clients:
+            sock.close()
+    assert "Traceback" not in exporter.log and "level=error" not in exporter.log, exporter.log

@@ -253,8 +253,6 @@ class Reloader:
                         "config reload failed; still serving the previous configuration",
                         extra={"problem": problem},
                     )
-            else:
-                self.scraper.reload_status = ReloadStatus(True, self._clock())
             return problems
 
     def reload_for_http(self) -> tuple[bool, list[str]]:
@@ -282,6 +280,8 @@ class Reloader:
             new.close()
             return [f"{path}: cannot start collection ({type(exc).__name__}: {exc})"]
         _carry_backoff(old, new)
+        # before the swap: a scrape of the new engine must not report the old reload time
+        self.scraper.reload_status = ReloadStatus(True, self._clock())
         self.scraper.replace_engine(new)
         accounts = sum(1 for _ in loaded.config.accounts())
         log.info("configuration reloaded", extra={"file": path, "accounts": accounts})

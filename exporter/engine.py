@@ -215,6 +215,8 @@ class AccountWorker:
 class Engine:
     """Owns the event loop thread, the per-source HTTP clients and one worker per account."""
 
+    HEARTBEAT_SECONDS = 1.0  # how often the loop proves it runs; see stalled_seconds
+
     def __init__(self, config: Config, stats: _Stats | None = None) -> None:
         self.config = config
         self.stats = stats if stats is not None else _Stats()  # a reload carries them over
@@ -226,10 +228,25 @@ class Engine:
         self._clients: list[httpx.AsyncClient] = []
         self._tls: ssl.SSLContext | None = None  # one for all clients; built with them
         self.workers: list[AccountWorker] = []
+        self._beat = time.monotonic()  # last time the loop ran a heartbeat (see stalled_seconds)
 
     def start(self) -> None:
         self._thread.start()
+        self._loop.call_soon_threadsafe(self._heartbeat)
         asyncio.run_coroutine_threadsafe(self._build(), self._loop).result()
+
+    def _heartbeat(self) -> None:
+        self._beat = time.monotonic()
+        self._loop.call_later(self.HEARTBEAT_SECONDS, self._heartbeat)
+
+    def stalled_seconds(self) -> float:
+        """Seconds since the event loop last ran its heartbeat: 0-1 when it is well.
+
+        Every fetch runs on this loop, so a loop stuck in a blocking call (a bug, a read of a
+        file that never ends) hangs every scrape; `/-/healthy` fails on it so that an
+        orchestrator restarts the process.
+        """
+        return max(0.0, time.monotonic() - self._beat - self.HEARTBEAT_SECONDS)
 
     async def _build(self) -> None:
         config = self.config

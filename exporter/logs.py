@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 
 from exporter.secret import redact
@@ -71,3 +72,41 @@ def setup(level: str = "info", fmt: str = "logfmt") -> None:
     root.setLevel(LEVELS[level])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    route_uncaught()
+
+
+def route_uncaught() -> None:
+    """Send what Python would print raw on stderr through logging, in the chosen format.
+
+    An exception nobody caught (in the main thread, another thread, or a destructor) and a
+    warning otherwise print multi-line tracebacks, which break a JSON log stream. asyncio's
+    loop already reports through the "asyncio" logger.
+    """
+    crash = logging.getLogger("exporter.crash")
+
+    def uncaught(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, exc, tb)  # type: ignore[arg-type]
+            return
+        crash.error("uncaught exception; please report this", exc_info=(kind, exc, tb))  # type: ignore[arg-type]
+
+    def in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        crash.error(
+            "uncaught exception in a thread; please report this",
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+            extra={"thread_name": args.thread.name if args.thread else None},
+        )
+
+    def unraisable(args: sys.UnraisableHookArgs) -> None:
+        crash.warning(
+            "exception ignored",
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),  # type: ignore[arg-type]
+            extra={"where": args.err_msg or repr(args.object)},
+        )
+
+    sys.excepthook = uncaught
+    threading.excepthook = in_thread
+    sys.unraisablehook = unraisable
+    logging.captureWarnings(True)

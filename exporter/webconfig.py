@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import difflib
 import hashlib
 import hmac
@@ -25,8 +26,8 @@ import secrets
 import ssl
 import threading
 import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -508,24 +509,94 @@ class WebConfigWatcher:
 _DUMMY_HASH = b"$2b$10$QA.z3wRcqy6YFh40uhIhKe85IoidxGUJKJM1dPCinuLjnXwBpL6Um"
 
 
-class BasicAuth:
-    """Checks `Authorization: Basic` headers against bcrypt hashes, with a cache of successes.
+class AuthBusy(Exception):
+    """Too many password checks are waiting; `status` is what the client is answered."""
 
-    bcrypt is slow by design, and Prometheus sends the same credentials every scrape, so a
-    success is remembered. The cache key is an HMAC (with a per-process random key) over the
-    user, the hash and the password: a changed hash or password misses, and no password or fast
-    hash of one is kept in memory. Failures are never cached. bcrypt runs one at a time, so a
-    flood of wrong passwords costs at most one CPU.
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Ticket:
+    __slots__ = ("granted",)
+
+    def __init__(self) -> None:
+        self.granted = False
+
+
+class BcryptGate:
+    """One bcrypt at a time, handed out round-robin between client addresses, with bounded queues.
+
+    bcrypt is slow by design (tens of milliseconds), so a flood of distinct wrong passwords
+    would make a correct one wait behind all of them. Here each client address waits in its own
+    queue and the queues take turns: a flood from one address delays another address's login by
+    one check per flooding address, not one per flooding request. A client with `per_client`
+    checks waiting gets 429, and 503 once `total` checks wait, without running bcrypt at all.
+    Each waiting check holds an HTTP worker: `total` is half the server's 32 workers, so
+    cached logins, /metrics and everything else always have workers left.
     """
 
-    def __init__(self, cache_size: int = 256) -> None:
-        self._cache: OrderedDict[bytes, None] = OrderedDict()
+    def __init__(self, per_client: int = 4, total: int = 16) -> None:
+        self.per_client = per_client
+        self.total = total
+        self._cond = threading.Condition()
+        self._busy = False
+        self._queues: OrderedDict[str, deque[_Ticket]] = OrderedDict()
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def turn(self, client: str) -> Iterator[None]:
+        with self._cond:
+            if self._busy:
+                waiting = self._queues.get(client)
+                if waiting is not None and len(waiting) >= self.per_client:
+                    raise AuthBusy(429, "too many password checks from this address; retry later")
+                if self._waiting >= self.total:
+                    raise AuthBusy(503, "too many password checks waiting; retry later")
+                ticket = _Ticket()
+                self._queues.setdefault(client, deque()).append(ticket)
+                self._waiting += 1
+                self._cond.wait_for(lambda: ticket.granted)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                if self._queues:  # the longest-waiting address gets the next turn
+                    client, waiting = self._queues.popitem(last=False)
+                    waiting.popleft().granted = True
+                    self._waiting -= 1
+                    if waiting:
+                        self._queues[client] = waiting  # at the back of the line
+                    self._cond.notify_all()
+                else:
+                    self._busy = False
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic` headers against bcrypt hashes, with a cache of outcomes.
+
+    bcrypt is slow by design, and Prometheus sends the same credentials every scrape, so, as in
+    exporter-toolkit (web/handler.go), the outcome of (user, hash, password) is remembered, a
+    failure as well as a success, and bcrypt runs one at a time. The cache key is an HMAC (with a
+    per-process random key) over the user, the hash and the password: a changed hash or password
+    misses, and no password or fast hash of one is kept in memory. Failures have a cache of their
+    own, so many wrong passwords cannot push a working one out. Checks that are not cached wait
+    for bcrypt in a `BcryptGate`: a flood of distinct wrong passwords costs one CPU and delays
+    another address's login by a few checks.
+    """
+
+    def __init__(self, cache_size: int = 256, gate: BcryptGate | None = None) -> None:
+        self._cache: OrderedDict[bytes, None] = OrderedDict()  # successes
+        self._failures: OrderedDict[bytes, None] = OrderedDict()
         self._cache_size = cache_size
         self._cache_key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._bcrypt_lock = threading.Lock()
+        self._gate = gate or BcryptGate()
 
-    def check(self, users: Mapping[str, bytes], header: str | None) -> bool:
+    def check(self, users: Mapping[str, bytes], header: str | None, client: str = "") -> bool:
+        """Whether the header holds a configured user's password; AuthBusy when it cannot
+        be checked now (too many checks waiting; see BcryptGate)."""
         credentials = parse_basic(header)
         if credentials is None:
             return False
@@ -541,19 +612,27 @@ class BasicAuth:
             b"".join(len(part).to_bytes(4, "big") + part for part in (user, hashed, password)),
             "sha256",
         )
+        cached = self._cached(key)
+        if cached is not None:
+            return cached and known
+        with self._gate.turn(client):
+            cached = self._cached(key)  # the same credentials may have been checked meanwhile
+            ok = _checkpw(password, hashed) if cached is None else cached
+        ok = ok and known
         with self._lock:
-            if known and key in self._cache:
-                self._cache.move_to_end(key)
-                return True
-        with self._bcrypt_lock:
-            ok = _checkpw(password, hashed)
-        if not (ok and known):
-            return False
+            cache = self._cache if ok else self._failures
+            cache[key] = None
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
+        return ok
+
+    def _cached(self, key: bytes) -> bool | None:
         with self._lock:
-            self._cache[key] = None
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return True
+            for outcome, cache in ((True, self._cache), (False, self._failures)):
+                if key in cache:
+                    cache.move_to_end(key)
+                    return outcome
+        return None
 
 
 def _find_user(users: Mapping[str, bytes], user: bytes) -> bytes | None:

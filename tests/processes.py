@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -46,9 +47,21 @@ class ExporterProcess:
 
 
 def start_exporter(
-    args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    nofile: int | None = None,
 ) -> ExporterProcess:
-    """Start the exporter on a free loopback port and wait until it says where it serves."""
+    """Start the exporter on a free loopback port and wait until it says where it serves.
+
+    `nofile` sets the child's RLIMIT_NOFILE (soft and hard), as `ulimit -n` would.
+    """
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
     process = subprocess.Popen(
         [sys.executable, "-m", "exporter", "--web.listen-address", "127.0.0.1:0", *args],
         stdout=subprocess.DEVNULL,
@@ -56,6 +69,7 @@ def start_exporter(
         text=True,
         env={**os.environ, **(env or {})},
         cwd=cwd,
+        preexec_fn=limit if nofile is not None else None,
     )
     assert process.stderr is not None
     output: list[str] = []

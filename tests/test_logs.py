@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
 
 import pytest
 
+from exporter import logs
 from exporter.logs import JsonFormatter, LogfmtFormatter
 from exporter.secret import Secret, redact
 
@@ -57,3 +63,36 @@ def test_every_known_secret_is_masked_in_every_field(formatter: logging.Formatte
 def test_short_values_are_not_treated_as_secrets() -> None:
     Secret("t")  # a one-letter test token must not blank every "t" in every log line
     assert redact("the cat") == "the cat"
+
+
+@pytest.fixture
+def json_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """Root logging to a JSON stream, with uncaught exceptions routed; hooks restored after."""
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    monkeypatch.setattr(root, "handlers", [handler])
+    logs.route_uncaught()
+    yield stream
+    logging.captureWarnings(False)
+
+
+def test_uncaught_exceptions_and_warnings_become_json_log_lines(json_log: io.StringIO) -> None:
+    def crash() -> None:
+        raise RuntimeError("a bug in a thread")
+
+    thread = threading.Thread(target=crash, name="crashing")
+    thread.start()
+    thread.join()
+    warnings.warn("something odd", UserWarning, stacklevel=1)
+    sys.excepthook(ValueError, ValueError("in main"), None)
+    lines = json_log.getvalue().splitlines()
+    assert len(lines) == 3, json_log.getvalue()
+    records = [json.loads(line) for line in lines]  # no raw traceback line in between
+    assert records[0]["thread_name"] == "crashing" and "RuntimeError" in records[0]["exception"]
+    assert "something odd" in records[1]["msg"]
+    assert "ValueError: in main" in records[2]["exception"]

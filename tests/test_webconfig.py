@@ -434,11 +434,19 @@ def test_a_success_is_cached_and_a_changed_hash_or_password_misses(
     assert len(bcrypt_calls) == 4
 
 
-def test_failures_are_not_cached(users: dict[str, bytes], bcrypt_calls: list[bytes]) -> None:
+def test_failures_are_cached_like_exporter_toolkit(
+    users: dict[str, bytes], bcrypt_calls: list[bytes]
+) -> None:
+    # exporter-toolkit caches the outcome of (user, hash, password), failures included, so a
+    # client repeating a wrong password costs one bcrypt, not one per request
     auth = BasicAuth()
     for _ in range(3):
         assert not auth.check(users, basic("alice", "wrong"))
-    assert len(bcrypt_calls) == 3
+    assert len(bcrypt_calls) == 1
+    assert not auth.check(users, basic("mallory", "wrong"))  # unknown users too
+    assert not auth.check(users, basic("mallory", "wrong"))
+    assert len(bcrypt_calls) == 2
+    assert auth.check(users, basic("alice", PASSWORD))  # and the right password still works
 
 
 def test_a_removed_user_is_refused_even_when_cached(users: dict[str, bytes]) -> None:

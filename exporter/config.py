@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.secret import credential_problem
+
 SourceName = Literal["parqex", "lametric"]
 SOURCES: tuple[SourceName, ...] = ("parqex", "lametric")
 DEFAULT_BASE_URLS: dict[SourceName, str] = {
@@ -115,6 +117,23 @@ def _check_client_id(value: str) -> str:
     return value
 
 
+def _credential(value: SecretStr | None, key: str, empty_fix: str) -> SecretStr | None:
+    """`value` without surrounding whitespace (a `${VAR}` from a Kubernetes secret often ends
+    in a newline), refused if what is left cannot travel in a header; never echoed."""
+    if value is None:
+        return None
+    trimmed = value.get_secret_value().strip()
+    problem = credential_problem(trimmed)
+    if problem == "is empty":
+        raise ValueError(f"{key} is empty; fix: {empty_fix}")
+    if problem is not None:
+        raise ValueError(
+            f"{key} {problem}; fix: copy the value again without spaces, line breaks or "
+            "other characters (a credential is printable ASCII)"
+        )
+    return SecretStr(trimmed)
+
+
 TokenUrl = Annotated[str, AfterValidator(_check_token_url)]
 ClientId = Annotated[str, AfterValidator(_check_client_id)]
 
@@ -142,9 +161,7 @@ class OAuth2(_Strict):
     @field_validator("client_secret")
     @classmethod
     def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("client_secret is empty; fix: set it or use client_secret_file")
-        return value
+        return _credential(value, "client_secret", "set it or use client_secret_file")
 
     @model_validator(mode="after")
     def _one_secret(self) -> OAuth2:
@@ -178,9 +195,7 @@ class Account(_Strict):
     @field_validator("token")
     @classmethod
     def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("token is empty; fix: set the token or use token_file")
-        return value
+        return _credential(value, "token", "set the token or use token_file")
 
     @model_validator(mode="after")
     def _one_credential(self) -> Account:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -544,3 +545,62 @@ def test_a_busy_port_is_called_one(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "fix: free the port" in result.stderr
+
+
+# -- credential values: trimmed, and refused with one line that never echoes them ---------------
+
+CREDENTIAL_KEYS = [
+    ("token", "parqex:\n  accounts:\n    - {name: home, token: '${DCE_TEST_CRED}'}\n"),
+    (
+        "oauth2.client_secret",
+        oauth_account(
+            "client_id: c, client_secret: '${DCE_TEST_CRED}', refresh_token_file: /nonexistent/x"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "text"), CREDENTIAL_KEYS, ids=[k for k, _ in CREDENTIAL_KEYS])
+@pytest.mark.parametrize(
+    "padded", ["tok-SENTINEL-4f2a\n", "  tok-SENTINEL-4f2a \r\n", "\ttok-SENTINEL-4f2a"]
+)
+def test_credential_values_lose_surrounding_whitespace(
+    key: str, text: str, padded: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Kubernetes secret in ${VAR} often ends in a newline: it must not reach a header."""
+    monkeypatch.setenv("DCE_TEST_CRED", padded)
+    refresh = tmp_path / "refresh"
+    refresh.write_text("rt")
+    refresh.chmod(0o600)
+    account = config.parse(
+        text.replace("/nonexistent/x", str(refresh)), "t.yaml"
+    ).config.parqex.accounts[0]
+    holder = account.oauth2 if key.startswith("oauth2") else account
+    assert getattr(holder, key.split(".")[-1]).get_secret_value() == "tok-SENTINEL-4f2a"
+
+
+BAD_CREDENTIALS = {
+    "inner-space": "tok-SENTINEL 4f2a",
+    "inner-newline": "tok-SENTINEL\n4f2a",
+    "tab": "tok-SENTINEL\t4f2a",
+    "escape": "tok-SENTINEL\x1b4f2a",
+    "nul": "tok-SENTINEL\x004f2a",
+    "non-ascii": "tok-SENTINEL-4f2a\u00e9",
+    "non-breaking-space": "tok-SENTINEL\u00a04f2a",
+}
+
+
+@pytest.mark.parametrize(("key", "text"), CREDENTIAL_KEYS, ids=[k for k, _ in CREDENTIAL_KEYS])
+@pytest.mark.parametrize("value", BAD_CREDENTIALS.values(), ids=BAD_CREDENTIALS.keys())
+def test_a_credential_with_inner_whitespace_control_or_non_ascii_is_refused_unechoed(
+    key: str, text: str, value: str
+) -> None:
+    # written as a YAML double-quoted scalar (JSON escapes), so NUL and friends can be given
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text.replace("'${DCE_TEST_CRED}'", json.dumps(value)), "t.yaml")
+    [line] = caught.value.problems
+    assert line.startswith(f"t.yaml: parqex.accounts[0].{key}: ")
+    assert "whitespace, control or non-ASCII" in line and "; fix: " in line
+    assert "\n" not in line
+    for part in ("SENTINEL", "4f2a", "tok-"):
+        assert part not in line

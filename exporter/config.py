@@ -404,6 +404,11 @@ def _check_token_file(
         return
     if not content.strip():
         problems.append(f"{name}: {key}: {path} is empty; fix: write the {what} into it")
+    elif (problem := credential_problem(content.strip())) is not None:
+        problems.append(
+            f"{name}: {key}: the {what} in {path} {problem}; fix: write it again as one line "
+            "of printable ASCII (a credential has no spaces or line breaks inside)"
+        )
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         warnings.append(
             f"{key}: {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "

@@ -303,6 +303,9 @@ class OAuthToken:
             raise UpstreamError("token", f"cannot read the {what} file {path}: {problem}")
         if not value:
             raise UpstreamError("token", f"the {what} file {path} is empty")
+        problem = credential_problem(value)
+        if problem is not None:
+            raise UpstreamError("token", f"the {what} file {path}: the {what} {problem}")
         secret = Secret(value)
         self._remember(secret)
         return secret

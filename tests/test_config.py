@@ -604,3 +604,41 @@ def test_a_credential_with_inner_whitespace_control_or_non_ascii_is_refused_unec
     assert "\n" not in line
     for part in ("SENTINEL", "4f2a", "tok-"):
         assert part not in line
+
+
+FILE_KEYS = [
+    ("token_file", "access token", "{{name: home, token_file: {path}}}"),
+    (
+        "oauth2.client_secret_file",
+        "client secret",
+        "{{name: home, oauth2: {{client_id: c, client_secret_file: {path}, "
+        "refresh_token_file: {ok}}}}}",
+    ),
+    (
+        "oauth2.refresh_token_file",
+        "refresh token",
+        "{{name: home, oauth2: {{client_id: c, client_secret: cs-abc, "
+        "refresh_token_file: {path}}}}}",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "what", "account"), FILE_KEYS, ids=[k for k, _, _ in FILE_KEYS])
+@pytest.mark.parametrize(
+    "content", ["tok-SENTINEL 4f2a\n", "tok-SENTINEL\n4f2a\n", "tok-SENTINEL\u00e94f2a"]
+)
+def test_a_credential_file_whose_value_cannot_be_sent_is_refused_unechoed(
+    key: str, what: str, account: str, content: str, tmp_path: Path
+) -> None:
+    path, ok = tmp_path / "credential", tmp_path / "ok"
+    path.write_text(content)
+    ok.write_text("fine-value\n")
+    for file in (path, ok):
+        file.chmod(0o600)
+    text = "parqex:\n  accounts:\n    - " + account.format(path=path, ok=ok) + "\n"
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text, "t.yaml")
+    [line] = caught.value.problems
+    assert line.startswith(f"t.yaml: parqex.accounts[0].{key}: the {what} in {path} has ")
+    assert "whitespace, control or non-ASCII" in line and "; fix: " in line
+    assert "SENTINEL" not in line and "4f2a" not in line

@@ -742,3 +742,27 @@ def test_rotated_tokens_leave_the_log_masking_registry(cloud: Cloud, refresh_fil
     size = secret.registered()
     asyncio.run(rotate(100))
     assert secret.registered() == size  # 200 more secrets seen, not one more masked
+
+
+@pytest.mark.parametrize("which", ["refresh_token_file", "client_secret_file"])
+def test_a_secret_file_with_a_value_no_request_can_carry_fails_unquoted(
+    which: str, cloud: Cloud, refresh_file: Path, tmp_path: Path
+) -> None:
+    extra: dict[str, Any] = {}
+    if which == "refresh_token_file":
+        refresh_file.write_text("rt-SENTINEL 4f2a\n")
+    else:
+        extra["client_secret_file"] = tmp_path / "client.secret"
+        extra["client_secret_file"].write_text("cs-SENTINEL\x1b4f2a\n")
+
+    async def main() -> UpstreamError:
+        async with oauth_source(cloud, "lametric", refresh_file, **extra) as tokens:
+            with pytest.raises(UpstreamError) as caught:
+                await tokens.token()
+            return caught.value
+
+    error = asyncio.run(main())
+    assert error.reason == "token"
+    assert "whitespace, control or non-ASCII" in error.message
+    assert "SENTINEL" not in str(error) and "4f2a" not in str(error)
+    assert cloud.token_requests("lametric") == []  # nothing was sent

@@ -3,6 +3,7 @@ and word-like secrets that must not blank our own words."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gc
 import io
@@ -10,6 +11,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -183,3 +185,26 @@ def test_word_like_values_are_not_maskable(word: str) -> None:
 @pytest.mark.parametrize("credential", CREDENTIAL_LIKE)
 def test_credential_like_values_are_maskable(credential: str) -> None:
     assert secret.maskable(credential)
+
+
+# -- a token file rewritten at run time with a value no header can carry -------------------------
+
+
+def test_a_token_file_with_a_value_no_header_can_carry_fails_the_account_unquoted(
+    tmp_path: Path,
+) -> None:
+    from exporter.auth import FileToken
+    from exporter.clients.http import UpstreamError
+
+    path = tmp_path / "token"
+    path.write_text("tok-SENTINEL\n4f2a\n")  # two lines: a paste gone wrong
+
+    async def read() -> UpstreamError:
+        with pytest.raises(UpstreamError) as caught:
+            await FileToken(path).token()
+        return caught.value
+
+    error = asyncio.run(read())
+    assert error.reason == "token"
+    assert str(path) in error.message and "whitespace, control or non-ASCII" in error.message
+    assert "SENTINEL" not in error.message and "4f2a" not in error.message

@@ -28,10 +28,12 @@ from urllib.parse import quote, quote_plus
 MIN_LENGTH: Final = 8
 # Ordinary words and numbers, alone or joined by - _ . : "failed", "parqex", "Garage-Door",
 # "token_file", "12345678". A generated credential (hex, base64, JWT, UUID) mixes letters and
-# digits or cases inside its parts, so it never looks like this.
+# digits or cases inside its parts, so it never looks like this; a passphrase of words does,
+# but it is longer than any word or key of ours that a line could carry (PASSPHRASE_LENGTH).
 _WORDS: Final = re.compile(
     r"(?:[A-Z]?[a-z]+|[A-Z]+|[0-9]+)(?:[-_.](?:[A-Z]?[a-z]+|[A-Z]+|[0-9]+))*"
 )
+PASSPHRASE_LENGTH: Final = 24
 RECENT: Final = 32  # released values still masked, newest last
 MASK: Final = "***"
 
@@ -39,7 +41,9 @@ MASK: Final = "***"
 def maskable(value: str) -> bool:
     """Whether masking `value` everywhere can only hide a credential, never our own text."""
     core = value.strip()
-    return len(core) >= MIN_LENGTH and _WORDS.fullmatch(core) is None
+    if len(core) < MIN_LENGTH:
+        return False
+    return len(core) >= PASSPHRASE_LENGTH or _WORDS.fullmatch(core) is None
 
 
 def credential_problem(value: str) -> str | None:

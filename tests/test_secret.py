@@ -145,7 +145,13 @@ def test_a_value_stays_masked_while_any_secret_holds_it() -> None:
 # -- 3. word-like secrets do not blank our words ---------------------------------------------------
 
 WORD_LIKE = ["failed", "parqex", "collection", "lametric", "Garage-Door", "token_file", "12345678"]
-CREDENTIAL_LIKE = ["x7Kq9-Lm2Pz", "deadbeef00112233", "eyJhbGciOi.J9x.Sf1Kx", "ab12cd34"]
+CREDENTIAL_LIKE = [
+    "x7Kq9-Lm2Pz",
+    "deadbeef00112233",
+    "eyJhbGciOi.J9x.Sf1Kx",
+    "ab12cd34",
+    "correct-horse-battery-staple",  # words, but a passphrase: longer than any word of ours
+]
 
 
 @FORMATTERS

@@ -9,9 +9,9 @@ its error page, an exception that quotes a header). Three rules keep that afford
 - A value leaves the registry when the last `Secret` holding it is gone (a rotated token, a
   reloaded config); the last few released values stay masked a little longer (`RECENT`), for
   the error message that outlives its token by a moment.
-- Every form a line can carry a value in (escaped, URL-encoded, base64) is masked by one
-  compiled regex that is rebuilt only when the set of masked values changes, so masking costs
-  the same whatever the process has seen before.
+- Every form a line can carry a value in (escaped, URL-encoded, base64) is found by one
+  compiled regex of their first characters (`_Masker`), rebuilt only when the set of masked
+  values changes: masking costs the same whatever the process has seen before.
 """
 
 from __future__ import annotations

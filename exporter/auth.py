@@ -18,7 +18,7 @@ from exporter import files
 from exporter.clients.http import UpstreamError
 from exporter.config import DEFAULT_BASE_URLS, Account, SourceName
 from exporter.oauth import OAuthToken
-from exporter.secret import Secret
+from exporter.secret import Secret, credential_problem
 
 
 class TokenSource(Protocol):
@@ -60,6 +60,9 @@ class FileToken:
             raise UpstreamError("token", f"token file: {problem}") from None
         if not value:
             raise UpstreamError("token", f"token file {self.path} is empty")
+        problem = credential_problem(value)
+        if problem is not None:  # sent, it would fail in a header that the error message quotes
+            raise UpstreamError("token", f"token file {self.path}: the token {problem}")
         return Secret(value)
 
     async def rejected(self, token: Secret) -> bool:

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from exporter import files, yamlsafe
+from exporter.secret import credential_problem
 
 SourceName = Literal["parqex", "lametric"]
 SOURCES: tuple[SourceName, ...] = ("parqex", "lametric")
@@ -117,6 +118,23 @@ def _check_client_id(value: str) -> str:
     return value
 
 
+def _credential(value: SecretStr | None, key: str, empty_fix: str) -> SecretStr | None:
+    """`value` without surrounding whitespace (a `${VAR}` from a Kubernetes secret often ends
+    in a newline), refused if what is left cannot travel in a header; never echoed."""
+    if value is None:
+        return None
+    trimmed = value.get_secret_value().strip()
+    problem = credential_problem(trimmed)
+    if problem == "is empty":
+        raise ValueError(f"{key} is empty; fix: {empty_fix}")
+    if problem is not None:
+        raise ValueError(
+            f"{key} {problem}; fix: copy the value again without spaces, line breaks or "
+            "other characters (a credential is printable ASCII)"
+        )
+    return SecretStr(trimmed)
+
+
 TokenUrl = Annotated[str, AfterValidator(_check_token_url)]
 ClientId = Annotated[str, AfterValidator(_check_client_id)]
 
@@ -144,9 +162,7 @@ class OAuth2(_Strict):
     @field_validator("client_secret")
     @classmethod
     def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("client_secret is empty; fix: set it or use client_secret_file")
-        return value
+        return _credential(value, "client_secret", "set it or use client_secret_file")
 
     @model_validator(mode="after")
     def _one_secret(self) -> OAuth2:
@@ -180,9 +196,7 @@ class Account(_Strict):
     @field_validator("token")
     @classmethod
     def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("token is empty; fix: set the token or use token_file")
-        return value
+        return _credential(value, "token", "set the token or use token_file")
 
     @model_validator(mode="after")
     def _one_credential(self) -> Account:
@@ -410,6 +424,11 @@ def _check_token_file(
         return
     if not content.strip():
         problems.append(f"{name}: {key}: {path} is empty; fix: write the {what} into it")
+    elif (problem := credential_problem(content.strip())) is not None:
+        problems.append(
+            f"{name}: {key}: the {what} in {path} {problem}; fix: write it again as one line "
+            "of printable ASCII (a credential has no spaces or line breaks inside)"
+        )
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         warnings.append(
             f"{key}: {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "

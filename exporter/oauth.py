@@ -22,14 +22,15 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import quote, quote_plus, urlencode
+from urllib.parse import urlencode
 
 import httpx
 
 from exporter import files
 from exporter.clients.http import UpstreamError, parse_retry_after, upstream_message
 from exporter.config import OAuth2, SourceName, os_reason
-from exporter.secret import Secret
+from exporter.secret import Secret, credential_problem
+from exporter.secret import scrub as scrub_values
 
 Style = Literal["query", "form"]
 
@@ -278,11 +279,18 @@ class OAuthToken:
                 "token",
                 f"{what}: the answer has no access_token" + (f" ({said})" if said else ""),
             )
+        new_refresh = data.get("refresh_token")
+        if not isinstance(new_refresh, str):
+            new_refresh = ""
+        for key, token in (("access_token", access), ("refresh_token", new_refresh)):
+            problem = credential_problem(token.strip())
+            if problem is not None and token.strip():
+                # sent on, it would fail in a header (quoting it) or be saved and fail later
+                raise UpstreamError("token", f"{what}: the answer's {key} {problem}")
         grant_access = Secret(access.strip())
         self._remember(grant_access)
-        new_refresh = data.get("refresh_token")
         refresh: Secret | None = None
-        if isinstance(new_refresh, str) and new_refresh.strip():
+        if new_refresh.strip():
             refresh = Secret(new_refresh.strip())
             self._remember(refresh)
             if refresh == old_refresh:
@@ -302,6 +310,9 @@ class OAuthToken:
             raise UpstreamError("token", f"the {what} file: {problem}")
         if not value:
             raise UpstreamError("token", f"the {what} file {path} is empty")
+        problem = credential_problem(value)
+        if problem is not None:
+            raise UpstreamError("token", f"the {what} file {path}: the {what} {problem}")
         secret = Secret(value)
         self._remember(secret)
         return secret
@@ -335,13 +346,8 @@ class OAuthToken:
 
 
 def scrub(text: str, secrets: Iterable[Secret]) -> str:
-    """`text` with every secret, as is and URL-encoded, replaced by ***."""
-    for secret in secrets:
-        value = secret.reveal()
-        if value:
-            for form in {value, quote(value, safe=""), quote_plus(value)}:
-                text = text.replace(form, "***")
-    return text
+    """`text` with every secret, in every form (as is, escaped, URL-encoded), replaced by ***."""
+    return scrub_values(text, [secret.reveal() for secret in secrets])
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -547,3 +548,100 @@ def test_a_busy_port_is_called_one(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "fix: free the port" in result.stderr
+
+
+# -- credential values: trimmed, and refused with one line that never echoes them ---------------
+
+CREDENTIAL_KEYS = [
+    ("token", "parqex:\n  accounts:\n    - {name: home, token: '${DCE_TEST_CRED}'}\n"),
+    (
+        "oauth2.client_secret",
+        oauth_account(
+            "client_id: c, client_secret: '${DCE_TEST_CRED}', refresh_token_file: /nonexistent/x"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "text"), CREDENTIAL_KEYS, ids=[k for k, _ in CREDENTIAL_KEYS])
+@pytest.mark.parametrize(
+    "padded", ["tok-SENTINEL-4f2a\n", "  tok-SENTINEL-4f2a \r\n", "\ttok-SENTINEL-4f2a"]
+)
+def test_credential_values_lose_surrounding_whitespace(
+    key: str, text: str, padded: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Kubernetes secret in ${VAR} often ends in a newline: it must not reach a header."""
+    monkeypatch.setenv("DCE_TEST_CRED", padded)
+    refresh = tmp_path / "refresh"
+    refresh.write_text("rt")
+    refresh.chmod(0o600)
+    account = config.parse(
+        text.replace("/nonexistent/x", str(refresh)), "t.yaml"
+    ).config.parqex.accounts[0]
+    holder = account.oauth2 if key.startswith("oauth2") else account
+    assert getattr(holder, key.split(".")[-1]).get_secret_value() == "tok-SENTINEL-4f2a"
+
+
+BAD_CREDENTIALS = {
+    "inner-space": "tok-SENTINEL 4f2a",
+    "inner-newline": "tok-SENTINEL\n4f2a",
+    "tab": "tok-SENTINEL\t4f2a",
+    "escape": "tok-SENTINEL\x1b4f2a",
+    "nul": "tok-SENTINEL\x004f2a",
+    "non-ascii": "tok-SENTINEL-4f2a\u00e9",
+    "non-breaking-space": "tok-SENTINEL\u00a04f2a",
+}
+
+
+@pytest.mark.parametrize(("key", "text"), CREDENTIAL_KEYS, ids=[k for k, _ in CREDENTIAL_KEYS])
+@pytest.mark.parametrize("value", BAD_CREDENTIALS.values(), ids=BAD_CREDENTIALS.keys())
+def test_a_credential_with_inner_whitespace_control_or_non_ascii_is_refused_unechoed(
+    key: str, text: str, value: str
+) -> None:
+    # written as a YAML double-quoted scalar (JSON escapes), so NUL and friends can be given
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text.replace("'${DCE_TEST_CRED}'", json.dumps(value)), "t.yaml")
+    [line] = caught.value.problems
+    assert line.startswith(f"t.yaml: parqex.accounts[0].{key}: ")
+    assert "whitespace, control or non-ASCII" in line and "; fix: " in line
+    assert "\n" not in line
+    for part in ("SENTINEL", "4f2a", "tok-"):
+        assert part not in line
+
+
+FILE_KEYS = [
+    ("token_file", "access token", "{{name: home, token_file: {path}}}"),
+    (
+        "oauth2.client_secret_file",
+        "client secret",
+        "{{name: home, oauth2: {{client_id: c, client_secret_file: {path}, "
+        "refresh_token_file: {ok}}}}}",
+    ),
+    (
+        "oauth2.refresh_token_file",
+        "refresh token",
+        "{{name: home, oauth2: {{client_id: c, client_secret: cs-abc, "
+        "refresh_token_file: {path}}}}}",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "what", "account"), FILE_KEYS, ids=[k for k, _, _ in FILE_KEYS])
+@pytest.mark.parametrize(
+    "content", ["tok-SENTINEL 4f2a\n", "tok-SENTINEL\n4f2a\n", "tok-SENTINEL\u00e94f2a"]
+)
+def test_a_credential_file_whose_value_cannot_be_sent_is_refused_unechoed(
+    key: str, what: str, account: str, content: str, tmp_path: Path
+) -> None:
+    path, ok = tmp_path / "credential", tmp_path / "ok"
+    path.write_text(content)
+    ok.write_text("fine-value\n")
+    for file in (path, ok):
+        file.chmod(0o600)
+    text = "parqex:\n  accounts:\n    - " + account.format(path=path, ok=ok) + "\n"
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text, "t.yaml")
+    [line] = caught.value.problems
+    assert line.startswith(f"t.yaml: parqex.accounts[0].{key}: the {what} in {path} has ")
+    assert "whitespace, control or non-ASCII" in line and "; fix: " in line
+    assert "SENTINEL" not in line and "4f2a" not in line

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import logging
 import os
 import socket
@@ -723,3 +724,86 @@ def test_no_failure_reveals_a_secret(
             assert "refresh_token=REDACTED" in logged[0]
     if mode == "redirect":
         assert len(sim.requests) == 1  # the secrets were not carried to the redirect's target
+
+
+# -- tokens received: usable in a header, or refused without being quoted -------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "token"),
+    [
+        ("access_token", "at-SENTINEL 9f1c"),
+        ("access_token", "at-SENTINEL\n9f1c"),
+        ("access_token", "at-SENTINEL-9f1c\u00e9"),
+        ("refresh_token", "rt-SENTINEL\x1b9f1c"),
+    ],
+    ids=["access-space", "access-newline", "access-non-ascii", "refresh-control"],
+)
+def test_a_received_token_that_cannot_travel_in_a_header_is_refused_unquoted(
+    field: str, token: str, cloud: Cloud, refresh_file: Path
+) -> None:
+    answer = {"access_token": "at-ok-Q2x9", "refresh_token": "rt-ok-Q2x9", "expires_in": 3600}
+    answer[field] = token
+    cloud.sim.fail(TOKEN_PATH["lametric"], 200, answer)
+
+    async def main() -> UpstreamError:
+        async with oauth_source(cloud, "lametric", refresh_file) as tokens:
+            with pytest.raises(UpstreamError) as caught:
+                await tokens.token()
+            return caught.value
+
+    error = asyncio.run(main())
+    assert error.reason == "token"
+    assert field in error.message and "whitespace, control or non-ASCII" in error.message
+    assert "SENTINEL" not in str(error) and "9f1c" not in str(error)
+    assert refresh_file.read_text() == REFRESH_0 + "\n"  # nothing of that answer was kept
+
+
+def test_rotated_tokens_leave_the_log_masking_registry(cloud: Cloud, refresh_file: Path) -> None:
+    """Each refresh brings two new secrets; the replaced ones must not be kept (and masked)
+    forever, or masking cost grows with every rotation the process has lived through."""
+    from exporter import secret
+
+    clock = Clock()
+
+    async def rotate(times: int) -> None:
+        async with oauth_source(cloud, "parqex", refresh_file, clock=clock) as tokens:
+            for _ in range(times):
+                clock.now += 3600
+                await tokens.token()
+        gc.collect()
+
+    asyncio.run(rotate(100))
+    assert len(cloud.grants) == 100
+    first_access, first_refresh = cloud.grants[0]
+    assert secret.redact(first_access) == first_access
+    assert secret.redact(first_refresh) == first_refresh
+    last_access, _ = cloud.grants[-1]
+    assert secret.redact(last_access) == "***"  # the newest are still masked a little longer
+    size = secret.registered()
+    asyncio.run(rotate(100))
+    assert secret.registered() == size  # 200 more secrets seen, not one more masked
+
+
+@pytest.mark.parametrize("which", ["refresh_token_file", "client_secret_file"])
+def test_a_secret_file_with_a_value_no_request_can_carry_fails_unquoted(
+    which: str, cloud: Cloud, refresh_file: Path, tmp_path: Path
+) -> None:
+    extra: dict[str, Any] = {}
+    if which == "refresh_token_file":
+        refresh_file.write_text("rt-SENTINEL 4f2a\n")
+    else:
+        extra["client_secret_file"] = tmp_path / "client.secret"
+        extra["client_secret_file"].write_text("cs-SENTINEL\x1b4f2a\n")
+
+    async def main() -> UpstreamError:
+        async with oauth_source(cloud, "lametric", refresh_file, **extra) as tokens:
+            with pytest.raises(UpstreamError) as caught:
+                await tokens.token()
+            return caught.value
+
+    error = asyncio.run(main())
+    assert error.reason == "token"
+    assert "whitespace, control or non-ASCII" in error.message
+    assert "SENTINEL" not in str(error) and "4f2a" not in str(error)
+    assert cloud.token_requests("lametric") == []  # nothing was sent

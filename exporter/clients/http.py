@@ -19,6 +19,7 @@ import certifi
 import httpx
 
 from exporter import __version__
+from exporter.secret import scrub
 
 REASONS: Final = (
     "timeout",
@@ -281,7 +282,8 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 
 def _clean(text: str, token: str) -> str:
-    return text.replace(token, "***") if token else text
+    """`text` without `token` in any form: h11 quotes a bad header as bytes (`b'Bearer ...'`)."""
+    return scrub(text, [token])
 
 
 def _path(url: str) -> str:

@@ -1,16 +1,16 @@
 """LaMetric `/api/v2/users/me` and `/api/v2/users/me/devices` answers as typed values.
 
-A device's `api_key` opens its local API: it is kept only as a `Secret`, left out of every repr,
-and never turned into a label. The user's e-mail is personal data nobody graphs and is not kept.
+A device's `api_key` opens its local API and no metric needs it: it is never read, so nothing
+holds it and nothing has to mask it. The user's e-mail is personal data nobody graphs and is not
+kept either.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from exporter.models.fields import Problem, Reader, unique
-from exporter.secret import Secret
 
 T = TypeVar("T")
 
@@ -37,7 +37,6 @@ class Device:
     ipv4_internal: str | None
     created_at: float | None
     updated_at: float | None
-    api_key: Secret | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +90,6 @@ def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
         if not state:
             r.skip("state", "bad_format")
             state = None
-    api_key = raw.get("api_key")
-    if api_key is not None and not isinstance(api_key, str):
-        r.skip("api_key", "wrong_type")
     return Device(
         id=device_id,
         name=r.str("name"),
@@ -104,5 +100,4 @@ def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
         ipv4_internal=r.str("ipv4_internal"),
         created_at=r.timestamp("created_at"),
         updated_at=r.timestamp("updated_at"),
-        api_key=Secret(api_key) if isinstance(api_key, str) else None,
     )

@@ -39,7 +39,17 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     if record.exc_info:
         out["exception"] = logging.Formatter().formatException(record.exc_info)
     # the last line of defence: no secret the process knows leaves it through a log line
-    return {key: redact(v) if isinstance(v, str) else v for key, v in out.items()}
+    return {key: _masked(value) for key, value in out.items()}
+
+
+def _masked(value: object) -> object:
+    """Numbers stay numbers (in JSON too); anything else is written as its str(), masked.
+
+    An exception, a path or a list passed in `extra` carries a secret as well as a string does.
+    """
+    if isinstance(value, bool | int | float):
+        return value
+    return redact(value if isinstance(value, str) else str(value))
 
 
 class LogfmtFormatter(logging.Formatter):

@@ -214,3 +214,29 @@ def test_a_token_file_with_a_value_no_header_can_carry_fails_the_account_unquote
     assert error.reason == "token"
     assert str(path) in error.message and "whitespace, control or non-ASCII" in error.message
     assert "SENTINEL" not in error.message and "4f2a" not in error.message
+
+
+@pytest.mark.parametrize("formatter", [LogfmtFormatter(), JsonFormatter()], ids=["logfmt", "json"])
+def test_a_field_that_is_not_a_string_is_masked_too(formatter: logging.Formatter) -> None:
+    """An exception, a path or a list passed in `extra` is written as its str(): mask that."""
+    held = Secret("SENTINEL-in-an-object-77f1")
+    value = held.reveal()
+    record = logging.makeLogRecord(
+        {
+            "msg": "collection failed",
+            "levelname": "WARNING",
+            "error": ValueError(f"upstream said {value}"),
+            "items": [value],
+            "status": 401,
+            "ratio": 0.5,
+            "ok": True,
+        }
+    )
+    line = formatter.format(record)
+    assert "77f1" not in line
+    assert line.count("***") == 2
+    if isinstance(formatter, JsonFormatter):
+        data = json.loads(line)
+        assert (data["status"], data["ratio"], data["ok"]) == (401, 0.5, True)  # still numbers
+    else:
+        assert "status=401 ratio=0.5 ok=True" in line

@@ -282,19 +282,24 @@ class OAuthToken:
         new_refresh = data.get("refresh_token")
         if not isinstance(new_refresh, str):
             new_refresh = ""
-        for key, token in (("access_token", access), ("refresh_token", new_refresh)):
-            problem = credential_problem(token.strip())
-            if problem is not None and token.strip():
-                # sent on, it would fail in a header (quoting it) or be saved and fail later
-                raise UpstreamError("token", f"{what}: the answer's {key} {problem}")
-        grant_access = Secret(access.strip())
-        self._remember(grant_access)
+        # A token that could not travel in a header is refused unquoted: sent on, it would
+        # fail in an error message that quotes it; saved, it would fail at the next refresh.
+        if new_refresh.strip() and (problem := credential_problem(new_refresh.strip())):
+            raise UpstreamError("token", f"{what}: the answer's refresh_token {problem}")
         refresh: Secret | None = None
         if new_refresh.strip():
             refresh = Secret(new_refresh.strip())
             self._remember(refresh)
             if refresh == old_refresh:
                 refresh = None  # not rotated: nothing to save
+        if (problem := credential_problem(access.strip())) is not None:
+            if refresh is not None:
+                # The cloud has spent the old refresh token: keep the chain, or the account
+                # stays locked out after this one bad answer.
+                self._save(refresh)
+            raise UpstreamError("token", f"{what}: the answer's access_token {problem}")
+        grant_access = Secret(access.strip())
+        self._remember(grant_access)
         lifetime = _lifetime(data.get("expires_in"))
         return _Grant(grant_access, refresh, started + refresh_delay(lifetime))
 

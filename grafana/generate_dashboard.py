@@ -5,8 +5,8 @@ Plain Python dictionaries, no Grafana SDK: the JSON model (schemaVersion 39) is 
 explicitly, so what you read here is what Grafana gets. Colour thresholds come from
 prometheus/thresholds.yml, the same file the alerts are generated from.
 
-    python grafana/generate_dashboard.py            # rewrite the JSON
-    python grafana/generate_dashboard.py --check    # exit 1 if the JSON is out of date
+    python -m grafana.generate_dashboard            # rewrite the JSON (from the repository root)
+    python -m grafana.generate_dashboard --check    # exit 1 if the JSON is out of date
 
 Conventions every panel follows (tests/test_rules.py checks them):
 - every panel and target uses the `${datasource}` variable;
@@ -18,22 +18,19 @@ Conventions every panel follows (tests/test_rules.py checks them):
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "prometheus"))  # the thresholds' reader lives with the alerts
-from generate_alerts import (  # noqa: E402
-    Reading,
-    bridged,
-    door_open_expr,
-    duration_seconds,
-    run_generator,
-)
+try:
+    from prometheus.promql import Reading, bridged, door_open_expr
+    from prometheus.thresholds import duration_seconds, run_generator
+except ModuleNotFoundError as error:  # run as a file, not as a module of the repository
+    if not (error.name or "").startswith("prometheus"):
+        raise
+    raise SystemExit("run from the repository root: python -m grafana.generate_dashboard") from None
 
+HERE = Path(__file__).resolve().parent
 DASHBOARD_FILE = HERE / "dashboards" / "device-cloud.json"
 
 UID = "device-cloud-exporter"
@@ -954,7 +951,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0],
         render_text=render,
         output=DASHBOARD_FILE,
-        script=Path(__file__).name,
+        script="python -m grafana.generate_dashboard",
     )
 
 

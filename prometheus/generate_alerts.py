@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Generate prometheus/alerts.yml from prometheus/thresholds.yml.
 
-The thresholds live in ONE place (thresholds.yml); this script turns them into monitoring-mixin
+The thresholds live in ONE place (thresholds.yml); this module turns them into monitoring-mixin
 style alerting rules. The committed alerts.yml is what users load; tests/test_rules.py fails if
-it differs from what this script generates, so edit thresholds.yml (or this script) and run:
+it differs from what this module generates, so edit thresholds.yml (or this module) and run,
+from the repository root:
 
-    python prometheus/generate_alerts.py            # rewrite prometheus/alerts.yml
-    python prometheus/generate_alerts.py --check    # exit 1 if alerts.yml is out of date
+    python -m prometheus.generate_alerts            # rewrite prometheus/alerts.yml
+    python -m prometheus.generate_alerts --check    # exit 1 if alerts.yml is out of date
 
 Only PyYAML is needed. Every expression is self-contained (no recording rules): an alert that
 silently depends on a rule file someone forgot to load would never fire.
@@ -14,19 +15,21 @@ silently depends on a rule file someone forgot to load would never fire.
 
 from __future__ import annotations
 
-import argparse
-import re
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
-THRESHOLDS_FILE = HERE / "thresholds.yml"
-ALERTS_FILE = HERE / "alerts.yml"
+try:
+    from prometheus.promql import Reading, bridged, door_open_expr, indent
+    from prometheus.thresholds import run_generator
+except ModuleNotFoundError as error:  # run as a file, not as a module of the repository
+    if not (error.name or "").startswith("prometheus"):
+        raise
+    raise SystemExit("run from the repository root: python -m prometheus.generate_alerts") from None
+
+ALERTS_FILE = Path(__file__).resolve().parent / "alerts.yml"
 
 PREFIX = "DeviceCloud"
 
@@ -37,52 +40,6 @@ HEADER = """\
 # thresholds there and regenerate; tests/test_rules.py checks this file is up to date.
 # Unit tests: prometheus/tests/*.yml (promtool test rules prometheus/tests/*.yml).
 """
-
-_DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-def duration_seconds(text: str) -> float:
-    """A Prometheus duration ('1h30m') in seconds."""
-    return sum(
-        float(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", str(text))
-    )
-
-
-def load_thresholds(path: Path = THRESHOLDS_FILE) -> dict[str, Any]:
-    """Read and sanity-check the thresholds file."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping")
-    for key, value in data.items():
-        is_duration = key.endswith(("_for", "_window", "_grace"))
-        if is_duration and not _DURATION_RE.match(str(value)):
-            raise ValueError(f"{path}: {key}={value!r} is not a Prometheus duration")
-    for key in (
-        "battery_low_ratio",
-        "battery_critical_ratio",
-        "account_down_max_success_ratio",
-        "account_flapping_max_success_ratio",
-    ):
-        if not 0 < float(data[key]) < 1:
-            raise ValueError(f"{path}: {key} must be between 0 and 1")
-    # Past the grace period the device alerts end: these must already be firing by then.
-    grace = duration_seconds(data["collection_grace"])
-    for keys in (
-        ("account_down_window", "account_down_for"),
-        ("exporter_down_for",),
-        ("exporter_absent_for",),
-    ):
-        if sum(duration_seconds(data[key]) for key in keys) >= grace:
-            raise ValueError(
-                f"{path}: {' + '.join(keys)} must be shorter than collection_grace"
-                f" ({data['collection_grace']}), or device alerts end before it fires"
-            )
-    if float(data["battery_critical_ratio"]) >= float(data["battery_low_ratio"]):
-        raise ValueError(f"{path}: battery_critical_ratio must be below battery_low_ratio")
-    if float(data["door_open_critical_factor"]) <= 1:
-        raise ValueError(f"{path}: door_open_critical_factor must be greater than 1")
-    return data
 
 
 def human_seconds(seconds: float) -> str:
@@ -143,94 +100,6 @@ def per_account(function: Callable[[str], str]) -> str:
 
 
 ACCOUNT_UP = per_account(lambda up: up)
-
-
-def indent(text: str, by: int = 2) -> str:
-    return "\n".join((" " * by + line) if line else line for line in text.splitlines())
-
-
-@dataclass(frozen=True)
-class Reading:
-    """How a device expression reads its inputs: the current samples, or (with `grace`) the
-    values of the account's last successful collection, as of that collection's time.
-
-    Every device expression is built twice from one function, once per reading, so the
-    expression that bridges a gap cannot drift from the one that alerts on live data.
-    `account_filter`/`device_filter` are label matchers the dashboard adds.
-    """
-
-    source: str  # parqex | lametric
-    grace: str | None = None
-    account_filter: str = ""
-    device_filter: str = ""
-
-    def metric(self, name: str, matchers: str = "") -> str:
-        joined = ", ".join(m for m in (matchers, self.device_filter) if m)
-        selector = f"{name}{{{joined}}}" if joined else name
-        return selector if self.grace is None else f"last_over_time({selector}[{self.grace}])"
-
-    def info(self, name: str, key: str) -> str:
-        """An `_info` metric to join names from: one series per `key`, also when a label
-        (a new name, firmware or IP) changed within the grace period."""
-        selector = self.metric(name)
-        return selector if self.grace is None else f"topk by ({key}) (1, {selector})"
-
-    def age(self, timestamp: str) -> str:
-        """Seconds from the instant vector `timestamp` to the account's last successful
-        collection. Not to time(): live and bridged readings must agree, or an alert that had
-        just crossed its threshold would drop at the first failed scrape (the collection is
-        up to a scrape interval older than the evaluation)."""
-        last = f"{self.source}_last_success_timestamp_seconds"
-        if self.account_filter:
-            last += f"{{{self.account_filter}}}"
-        if self.grace is not None:
-            last = f"last_over_time({last}[{self.grace}])"
-        return f"{last}\n- on (job, instance, account) group_right ()\n  {timestamp}"
-
-
-def bridged(
-    build: Callable[[Reading], str],
-    source: str,
-    grace: str,
-    account_filter: str = "",
-    device_filter: str = "",
-) -> str:
-    """`build` on live data, or on the last collected values while the account is not up.
-
-    While `<source>_up` is 1 the live samples decide, so a door seen closed resolves at once.
-    While it is 0 or missing (a failed collection, an exporter restart) the device series are
-    stale and the second branch answers with the values of the last successful collection,
-    for `grace` after it: a firing alert keeps firing and a pending one keeps its timer.
-    """
-    live = build(Reading(source, None, account_filter, device_filter))
-    last = build(Reading(source, grace, account_filter, device_filter))
-    up = f"{source}_up{{{account_filter}}}" if account_filter else f"{source}_up"
-    return (
-        f"(\n{indent(live)}\n)\n"
-        "or\n"
-        f"(\n  (\n{indent(last, 4)}\n  )\n"
-        f"  unless on (job, instance, account)\n    ({up} == 1)\n)"
-    )
-
-
-def door_open_expr(r: Reading, factor: float | None) -> str:
-    threshold = f"({r.metric('parqex_device_door_open_alert_threshold_seconds')} > 0)"
-    if factor is not None:
-        threshold = f"{threshold} * {factor:g}"
-    toggled = f"({r.metric('parqex_door_last_toggled_timestamp_seconds')} > 0)"
-    return (
-        "(\n"
-        "  (\n"
-        f"      (\n{indent(r.age(toggled), 8)}\n      )\n"
-        "    and on (account, device_id, door_id)\n"
-        f"      ({r.metric('parqex_door_open')} == 1)\n"
-        "  )\n"
-        "  > on (account, device_id) group_left ()\n"
-        f"    {threshold}\n"
-        ")\n"
-        "* on (account, device_id, door_id) group_left (name)\n"
-        f"  {r.info('parqex_door_info', 'account, device_id, door_id')}"
-    )
 
 
 def battery_expr(r: Reading, ratio: float) -> str:
@@ -575,44 +444,13 @@ def render(thresholds: dict[str, Any]) -> str:
     return HEADER + body
 
 
-def run_generator(
-    argv: list[str] | None,
-    *,
-    description: str,
-    render_text: Callable[[dict[str, Any]], str],
-    output: Path,
-    script: str,
-) -> int:
-    """The command line both generators share: write the output, or `--check` it is current.
-
-    grafana/generate_dashboard.py calls this too, so both read thresholds.yml through the
-    same checks in load_thresholds.
-    """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--thresholds", type=Path, default=THRESHOLDS_FILE)
-    parser.add_argument("--output", type=Path, default=output)
-    parser.add_argument("--check", action="store_true", help="fail if the output is stale")
-    args = parser.parse_args(argv)
-    text = render_text(load_thresholds(args.thresholds))
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is out of date: run {script}", file=sys.stderr)
-            return 1
-        return 0
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {args.output}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     return run_generator(
         argv,
         description=__doc__.splitlines()[0],
         render_text=render,
         output=ALERTS_FILE,
-        script=Path(__file__).name,
+        script="python -m prometheus.generate_alerts",
     )
 
 

@@ -9,7 +9,6 @@ is tests/system/test_stack.py. promtool and amtool come from Debian's `prometheu
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -21,6 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
+
+from grafana import generate_dashboard
+from prometheus import generate_alerts
+from prometheus.thresholds import load_thresholds
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM_DIR = ROOT / "prometheus"
@@ -40,15 +43,6 @@ def tool(name: str) -> str:
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-
-
-def load_module(path: Path, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -149,33 +143,49 @@ def test_every_alert_is_unit_tested_firing_quiet_and_resolving(
 
 
 def test_alerts_yml_is_generated_from_thresholds() -> None:
-    generator = load_module(PROM_DIR / "generate_alerts.py", "generate_alerts")
-    expected = generator.render(generator.load_thresholds())
+    expected = generate_alerts.render(load_thresholds())
     assert ALERTS.read_text(encoding="utf-8") == expected, (
-        "prometheus/alerts.yml is stale: run python prometheus/generate_alerts.py"
+        "prometheus/alerts.yml is stale: run python -m prometheus.generate_alerts"
     )
 
 
 def test_dashboard_json_is_generated_from_code() -> None:
-    generator = load_module(ROOT / "grafana" / "generate_dashboard.py", "generate_dashboard")
-    thresholds = load_module(PROM_DIR / "generate_alerts.py", "generate_alerts").load_thresholds()
-    expected = generator.render(thresholds)
+    expected = generate_dashboard.render(load_thresholds())
     assert DASHBOARD.read_text(encoding="utf-8") == expected, (
-        "grafana/dashboards/device-cloud.json is stale: run python grafana/generate_dashboard.py"
+        "grafana/dashboards/device-cloud.json is stale: run python -m grafana.generate_dashboard"
     )
+
+
+@pytest.mark.parametrize("module", ["prometheus.generate_alerts", "grafana.generate_dashboard"])
+def test_generators_run_as_documented_from_the_repository_root(module: str, tmp_path: Path) -> None:
+    """`python -m <module> --check` passes on the committed file and fails on a stale one;
+    run as a file (the command of earlier releases) it says in one line what to run instead."""
+
+    def python(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+
+    current = python("-m", module, "--check")
+    assert current.returncode == 0, current.stderr
+    stale = tmp_path / "stale"
+    stale.write_text("old\n", encoding="utf-8")
+    result = python("-m", module, "--check", "--output", str(stale))
+    assert result.returncode == 1
+    assert result.stderr == f"{stale} is out of date: run python -m {module}\n"
+    as_file = python(module.replace(".", "/") + ".py", "--check")
+    assert as_file.returncode == 1
+    assert as_file.stderr == f"run from the repository root: python -m {module}\n"
 
 
 def test_thresholds_change_the_generated_rules(tmp_path: Path) -> None:
     """Thresholds really live in thresholds.yml: changing one changes alerts and dashboard."""
-    alerts_gen = load_module(PROM_DIR / "generate_alerts.py", "generate_alerts")
-    dash_gen = load_module(ROOT / "grafana" / "generate_dashboard.py", "generate_dashboard")
-    thresholds = alerts_gen.load_thresholds()
-    changed = dict(thresholds, battery_low_ratio=0.33, door_open_critical_factor=6)
-    text = alerts_gen.render(changed)
+    changed = dict(load_thresholds(), battery_low_ratio=0.33, door_open_critical_factor=6)
+    text = generate_alerts.render(changed)
     assert "parqex_door_sensor_battery_ratio < 0.33" in text
     assert "below 33%" in text
     assert "* 6" in text
-    dash = json.loads(dash_gen.render(changed))
+    dash = json.loads(generate_dashboard.render(changed))
     assert 0.33 in [
         step["value"]
         for panel in data_panels(dash)
@@ -509,9 +519,8 @@ def test_both_generators_refuse_a_bad_thresholds_file(tmp_path: Path) -> None:
     bad = tmp_path / "thresholds.yml"
     text = (PROM_DIR / "thresholds.yml").read_text(encoding="utf-8")
     bad.write_text(text.replace("battery_critical_ratio:", "battery_critical_ratio: 0.9 #"))
-    for script in (PROM_DIR / "generate_alerts.py", ROOT / "grafana" / "generate_dashboard.py"):
-        module = load_module(script, script.stem)
-        out = tmp_path / f"{script.stem}.out"
+    for module in (generate_alerts, generate_dashboard):
+        out = tmp_path / f"{module.__name__}.out"
         with pytest.raises(ValueError, match="battery_critical_ratio must be below"):
             module.main(["--thresholds", str(bad), "--output", str(out)])
         assert not out.exists()
@@ -529,7 +538,6 @@ def test_thresholds_refuse_an_account_or_exporter_alert_slower_than_the_grace_pe
     tmp_path: Path, key: str, value: str, named: str
 ) -> None:
     """Past collection_grace device alerts end: AccountDown/ExporterDown/Absent must fire first."""
-    generator = load_module(PROM_DIR / "generate_alerts.py", "generate_alerts")
     text = (PROM_DIR / "thresholds.yml").read_text(encoding="utf-8")
     bad = tmp_path / "thresholds.yml"
     bad.write_text(re.sub(rf"^{key}: .*$", f"{key}: {value}", text, flags=re.M), encoding="utf-8")
@@ -537,8 +545,8 @@ def test_thresholds_refuse_an_account_or_exporter_alert_slower_than_the_grace_pe
     with pytest.raises(
         ValueError, match=re.escape(named) + " must be shorter than collection_grace"
     ):
-        generator.load_thresholds(bad)
-    generator.load_thresholds(PROM_DIR / "thresholds.yml")  # the shipped values pass
+        load_thresholds(bad)
+    load_thresholds(PROM_DIR / "thresholds.yml")  # the shipped values pass
 
 
 def test_dashboard_draws_a_gap_in_collection_as_a_gap(dashboard: dict[str, Any]) -> None:

@@ -39,7 +39,6 @@ _UNAUTHORIZED = {
 }
 _PARQEX_INVALID_GRANT = {"error": "invalid_grant"}
 _LAMETRIC_NOT_FOUND = {"errors": [{"message": "Not found"}]}
-_LAMETRIC_BAD_REQUEST = {"errors": [{"message": "Bad request"}]}
 
 # method, path, handler name, the cloud whose bearer token is required (None: no token needed)
 _ROUTES: list[tuple[str, re.Pattern[str], str, str | None]] = [
@@ -48,7 +47,6 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str | None]] = [
     ("GET", re.compile(r"/api/v2/users/me"), "_api_lametric_user", "lametric"),
     ("GET", re.compile(r"/api/v2/users/me/devices"), "_api_lametric_devices", "lametric"),
     ("GET", re.compile(r"/api/v2/users/me/devices/([^/]+)"), "_api_lametric_device", "lametric"),
-    ("PUT", re.compile(r"/api/v2/users/me/devices/([^/]+)"), "_api_lametric_rename", "lametric"),
     ("POST", re.compile(r"/api/v2/oauth2/token"), "_api_lametric_token", None),
 ]
 
@@ -338,7 +336,7 @@ class SimulatedCloud:
         self,
         path_prefix: str,
         status: int,
-        body: bytes | str | dict | None = None,
+        body: bytes | str | dict[str, Any] | None = None,
         *,
         headers: dict[str, str] | None = None,
         times: int | None = None,
@@ -502,19 +500,3 @@ class SimulatedCloud:
         with self._lock:
             device = account.devices.get(_lametric_device_id(device_id))
             return json_response(device) if device else json_response(_LAMETRIC_NOT_FOUND, 404)
-
-    def _api_lametric_rename(
-        self, account: _LametricAccount, request: RecordedRequest, device_id: str
-    ) -> Response:
-        try:
-            name = json.loads(request.body)["name"]
-        except (ValueError, KeyError, TypeError):
-            name = None
-        if not isinstance(name, str):
-            return json_response(_LAMETRIC_BAD_REQUEST, 400)
-        with self._lock:
-            device = account.devices.get(_lametric_device_id(device_id))
-            if device is None:
-                return json_response(_LAMETRIC_NOT_FOUND, 404)
-            device["name"] = name
-            return json_response({"success": {"id": device["id"], "name": name}})

@@ -6,8 +6,8 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
-from exporter.engine import Outcome
 from exporter.exposition import Family, escape
+from exporter.outcome import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from exporter.collectors.common import (
     gauge,
     health_families,
 )
-from exporter.engine import Outcome
 from exporter.exposition import Family
 from exporter.models.lametric import KNOWN_DEVICE_STATES
+from exporter.outcome import Outcome
 from exporter.sources import LametricSnapshot
 
 DEVICE = ["account", "device_id"]

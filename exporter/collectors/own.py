@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import platform
-import time
-from typing import TYPE_CHECKING
 
 from exporter import __version__
-from exporter.engine import AccountKey, Engine
 from exporter.exposition import Family
-
-if TYPE_CHECKING:
-    from exporter.scrape import ReloadStatus
+from exporter.outcome import Counters, ReloadStatus
 
 
-def families(engine: Engine, budget: float) -> list[Family]:
+def families(budget: float) -> list[Family]:
     """Metrics of the exporter process itself: in /metrics, never in a /probe answer."""
     build = Family(
         "device_cloud_exporter_build_info",
@@ -34,12 +29,8 @@ def timeout_family(budget: float) -> Family:
     )
 
 
-def account_families(engine: Engine, only: AccountKey | None = None) -> list[Family]:
-    """Per-account counters and back-off, for every account or `only` one (a /probe)."""
-
-    def wanted(source: str, account: str) -> bool:
-        return only is None or (source, account) == only
-
+def account_families(counters: Counters) -> list[Family]:
+    """Per-account counters and back-off, of the accounts `counters` holds."""
     errors = Family(
         "device_cloud_exporter_upstream_errors",
         "Failed upstream collections by source, account and reason (timeout, connect, auth, "
@@ -47,9 +38,8 @@ def account_families(engine: Engine, only: AccountKey | None = None) -> list[Fam
         ["source", "account", "reason"],
         kind="counter",
     )
-    for key, count in sorted(engine.stats.errors.items()):
-        if wanted(*key[:2]):
-            errors.add(key, count)
+    for key, count in sorted(counters.errors.items()):
+        errors.add(key, count)
     parse_errors = Family(
         "device_cloud_exporter_parse_errors",
         "Fields skipped because the API sent them missing, null, or malformed, by source, "
@@ -57,20 +47,16 @@ def account_families(engine: Engine, only: AccountKey | None = None) -> list[Fam
         ["source", "account", "field"],
         kind="counter",
     )
-    for key, count in sorted(engine.stats.parse_errors.items()):
-        if wanted(*key[:2]):
-            parse_errors.add(key, count)
+    for key, count in sorted(counters.parse_errors.items()):
+        parse_errors.add(key, count)
     backoff = Family(
         "device_cloud_exporter_backoff_until_timestamp_seconds",
         "Unix time before which the account's cloud is not called again, after a 429 "
         "(Retry-After) or repeated 5xx answers; 0 when not backing off.",
         ["source", "account"],
     )
-    now = time.time()
-    for worker in engine.workers:
-        if wanted(worker.source, worker.name):
-            until = worker.backoff.until_wall
-            backoff.add([worker.source, worker.name], until if until > now else 0.0)
+    for source, account, until in counters.backoff_until:
+        backoff.add([source, account], until)
     return [errors, parse_errors, backoff]
 
 

@@ -12,9 +12,9 @@ from exporter.collectors.common import (
     gauge,
     health_families,
 )
-from exporter.engine import Outcome
 from exporter.exposition import Family, escape
 from exporter.models.parqex import KNOWN_DOOR_STATES, Door, Sync
+from exporter.outcome import Outcome
 
 DEVICE = ["account", "device_id"]
 DOOR = ["account", "device_id", "door_id"]

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -318,7 +318,9 @@ class SimulatedCloud:
         """Overwrite raw clock fields."""
         self._update(self._lametric_devices, device_id, fields)
 
-    def _update(self, index: dict[Any, list[dict[str, Any]]], key: Any, changes: dict) -> None:
+    def _update(
+        self, index: dict[Any, list[dict[str, Any]]], key: Any, changes: dict[str, Any]
+    ) -> None:
         with self._lock:
             if key not in index:
                 raise KeyError(key)
@@ -458,13 +460,17 @@ class SimulatedCloud:
             match = pattern.fullmatch(request.path)
             if match is None or method != request.method:
                 continue
+            serve: Callable[..., Response] = getattr(self, handler)
             if cloud is None:
-                return getattr(self, handler)(request)
-            with self._lock:
-                account = self._accounts[cloud].get(self._access.get((cloud, request.token)))
+                return serve(request)
+            account = None
+            if request.token is not None:
+                with self._lock:
+                    name = self._access.get((cloud, request.token))
+                    account = self._accounts[cloud].get(name) if name is not None else None
             if account is None:
                 return json_response(_UNAUTHORIZED[cloud], 401)
-            return getattr(self, handler)(account, request, *match.groups())
+            return serve(account, request, *match.groups())
         return json_response({"message": "Not Found", "path": request.path}, 404)
 
     def _api_parqex_sync(self, devices: list[dict[str, Any]], request: RecordedRequest) -> Response:
@@ -497,6 +503,7 @@ class SimulatedCloud:
     def _api_lametric_device(
         self, account: _LametricAccount, request: RecordedRequest, device_id: str
     ) -> Response:
+        number = _lametric_device_id(device_id)
         with self._lock:
-            device = account.devices.get(_lametric_device_id(device_id))
+            device = account.devices.get(number) if number is not None else None
             return json_response(device) if device else json_response(_LAMETRIC_NOT_FOUND, 404)

@@ -42,6 +42,19 @@ def add_accounts(
     return reported, crashed
 
 
+def source_families(
+    source: str, outcomes: Sequence[Outcome], data: Sequence[Family], add: Callable[[Outcome], None]
+) -> tuple[list[Family], list[Outcome]]:
+    """A source's families: its health families, then `data` with `add` called for each of its
+    accounts (see `add_accounts`); none at all when the source has no account. Also returns
+    the accounts whose metrics crashed."""
+    outcomes = [o for o in outcomes if o.source == source]
+    if not outcomes:
+        return [], []
+    reported, crashed = add_accounts(outcomes, data, add)
+    return [*health_families(source, reported), *data], crashed
+
+
 def gauge(name: str, doc: str, labels: Sequence[str]) -> Family:
     return Family(name, doc, labels)
 

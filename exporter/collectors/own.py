@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Mapping
 
 from exporter import __version__
 from exporter.exposition import Family
-from exporter.outcome import Counters, ReloadStatus
+from exporter.outcome import CounterKey, Counters, ReloadStatus
 
 
 def families(budget: float) -> list[Family]:
@@ -31,24 +32,20 @@ def timeout_family(budget: float) -> Family:
 
 def account_families(counters: Counters) -> list[Family]:
     """Per-account counters and back-off, of the accounts `counters` holds."""
-    errors = Family(
+    errors = _counter(
         "device_cloud_exporter_upstream_errors",
         "Failed upstream collections by source, account and reason (timeout, connect, auth, "
         "rate_limited, http_4xx, http_5xx, decode, too_large, token; internal for a bug of ours).",
-        ["source", "account", "reason"],
-        kind="counter",
+        "reason",
+        counters.errors,
     )
-    for key, count in sorted(counters.errors.items()):
-        errors.add(key, count)
-    parse_errors = Family(
+    parse_errors = _counter(
         "device_cloud_exporter_parse_errors",
         "Fields skipped because the API sent them missing, null, or malformed, by source, "
         "account and field (object.key).",
-        ["source", "account", "field"],
-        kind="counter",
+        "field",
+        counters.parse_errors,
     )
-    for key, count in sorted(counters.parse_errors.items()):
-        parse_errors.add(key, count)
     backoff = Family(
         "device_cloud_exporter_backoff_until_timestamp_seconds",
         "Unix time before which the account's cloud is not called again, after a 429 "
@@ -75,6 +72,14 @@ def reload_families(status: ReloadStatus) -> list[Family]:
             status.last_success,
         ),
     ]
+
+
+def _counter(name: str, documentation: str, label: str, counts: Mapping[CounterKey, int]) -> Family:
+    """A per-account counter family: labels source, account and `label`, in key order."""
+    family = Family(name, documentation, ["source", "account", label], kind="counter")
+    for key, count in sorted(counts.items()):
+        family.add(key, count)
+    return family
 
 
 def _single(name: str, documentation: str, value: float) -> Family:

@@ -1,4 +1,8 @@
-"""Command line: flags in the Prometheus style, start-up, reload, `--config.check`, `--demo`."""
+"""Command line: flags in the Prometheus style, start-up, `--config.check`, `--demo`.
+
+Reloading the configuration (SIGHUP, POST /-/reload) is exporter.reload's; this module only
+wires it to the signal and the server.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,14 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from exporter import __version__, config, logs, webconfig
 from exporter.engine import Engine
-from exporter.scrape import ReloadStatus, Scraper
+from exporter.outcome import ReloadStatus
+from exporter.reload import Reloader
+from exporter.scrape import Scraper
 from exporter.server import ExporterServer, ListenAddressError, parse_listen_address
 
 log = logging.getLogger("exporter")
@@ -239,134 +245,6 @@ def serve(
     except Exception:  # a wedged collection must not keep the process from ending
         log.error("collection did not stop cleanly", exc_info=True)
     return 0
-
-
-class Reloader:
-    """Re-reads the config file and swaps a new Engine into the Scraper (SIGHUP, /-/reload).
-
-    A config that does not load is rejected with its one-line problems and the old one keeps
-    serving. A good one gets a new, started Engine that shares the process-lifetime counters, and
-    the 429/5xx back-off of accounts that stay; the old Engine is closed in the background once
-    no scrape uses it any more. Reloads run one at a time; one that waits more than
-    WAIT_SECONDS for another gives up, so `POST /-/reload` always answers. No failure of a reload,
-    not even MemoryError, gets out of it: the process and the old configuration stay.
-    """
-
-    WAIT_SECONDS = 10.0
-
-    def __init__(
-        self, scraper: Scraper, config_file: str | None, clock: Callable[[], float] = time.time
-    ) -> None:
-        self.scraper = scraper
-        self.config_file = config_file
-        self._clock = clock
-        self._lock = threading.Lock()
-        self.retiring: list[threading.Thread] = []  # for tests: join them to see old engines go
-        self._stopped = False
-
-    def stop(self) -> None:
-        """At shutdown: a reload still running must not start another engine."""
-        self._stopped = True
-
-    def reload(self) -> list[str]:
-        """Reload now; the problems that stopped it, or [] when the new config is serving."""
-        if not self._lock.acquire(timeout=self.WAIT_SECONDS):
-            problem = "another reload is still running; try again in a moment"
-            log.error("config reload refused", extra={"problem": problem})
-            return [problem]
-        try:
-            if self.config_file is None:
-                log.info("reload requested; nothing to re-read in --demo mode")
-                return []
-            try:
-                problems = self._reload(self.config_file)
-            except Exception as exc:  # MemoryError and bugs of ours: the old config stays
-                log.error("config reload crashed; please report this", exc_info=True)
-                problems = [
-                    f"{self.config_file}: the reload failed ({type(exc).__name__}); "
-                    "still serving the previous configuration"
-                ]
-            if problems:
-                status = self.scraper.reload_status
-                last = status.last_success if status else self._clock()
-                self.scraper.reload_status = ReloadStatus(False, last)
-                for problem in problems:
-                    log.error(
-                        "config reload failed; still serving the previous configuration",
-                        extra={"problem": problem},
-                    )
-            return problems
-        finally:
-            self._lock.release()
-
-    def reload_for_http(self) -> tuple[bool, list[str]]:
-        """What POST /-/reload answers: success and a line to say so, or the problems."""
-        problems = self.reload()
-        if problems:
-            return False, problems
-        if self.config_file is None:
-            return True, ["nothing to reload in --demo mode"]
-        return True, [f"reloaded {self.config_file}"]
-
-    def _reload(self, path: str) -> list[str]:
-        try:
-            loaded = config.load(path)
-        except config.ConfigError as exc:
-            return exc.problems
-        for warning in loaded.warnings:
-            log.warning(warning)
-        old = self.scraper.engine
-        new = Engine(loaded.config, stats=old.stats)
-        try:
-            new.start()
-        except Exception as exc:  # a bug of ours, or a file that changed since load() read it
-            log.error("could not start collection with the new configuration", exc_info=True)
-            new.close()
-            return [f"{path}: cannot start collection ({type(exc).__name__}: {exc})"]
-        if self._stopped:  # shutting down: the old engine is being closed; do not start anew
-            new.close()
-            return [f"{path}: not reloaded, the exporter is shutting down"]
-        _carry_backoff(old, new)
-        self.scraper.replace_engine(new, ReloadStatus(True, self._clock()))
-        accounts = sum(1 for _ in loaded.config.accounts())
-        log.info("configuration reloaded", extra={"file": path, "accounts": accounts})
-        retire = threading.Thread(target=self._retire, args=(old,), name="retire", daemon=True)
-        self.retiring = [thread for thread in self.retiring if thread.is_alive()] + [retire]
-        retire.start()
-        return []
-
-    def _retire(self, old: Engine) -> None:
-        """Close `old` once no scrape uses it, then forget counters of accounts that went away."""
-        self.scraper.wait_idle(old)  # every collection returns within its budget
-        try:
-            old.drain(old.config.collection.timeout_seconds + 1)
-        except Exception:
-            log.debug("waiting for the previous engine's fetches failed", exc_info=True)
-        try:
-            old.close()
-        except Exception:
-            log.warning("closing the previous engine failed", exc_info=True)
-        with self._lock:  # not while a reload builds workers on the same counters
-            current = self.scraper.engine
-            keep = {(source, account.name) for source, account in current.config.accounts()}
-            stats = current.stats
-            for counter in (stats.errors, stats.parse_errors):
-                for key in [key for key in counter if key[:2] not in keep]:
-                    del counter[key]
-            stats.logged_once -= {key for key in stats.logged_once if key[:2] not in keep}
-
-
-def _carry_backoff(old: Engine, new: Engine) -> None:
-    """A reload must not call a cloud that asked us to wait: keep the back-off of every account
-    that stays, with the same source and base URL."""
-    previous = {
-        (worker.source, worker.name): worker
-        for worker in old.workers
-        if old.config.base_url(worker.source) == new.config.base_url(worker.source)
-    }
-    for worker in new.workers:
-        if (same := previous.get((worker.source, worker.name))) is not None:
-            worker.backoff = same.backoff
 
 
 def _print_problems(problems: list[str]) -> None:

@@ -234,6 +234,16 @@ class LametricConfig(_Source):
 
 
 class CollectionConfig(_Strict):
+    """How accounts are collected.
+
+    `timeout_seconds` has three uses, all "the longest we wait for a cloud": the cap of the
+    budget a scrape gives each account (exporter.scrape.pick_budget, which otherwise follows
+    Prometheus's X-Prometheus-Scrape-Timeout-Seconds), the deadline of one upstream fetch as a
+    whole, which may outlive the scrapes that gave up on it (Engine.fetch_deadline; a reload
+    waits that long for fetches of the old engine), and the HTTP client's timeout for each
+    connect, read, write and pool wait (exporter.clients.http.new_client).
+    """
+
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     timeout_offset_seconds: float = Field(default=0.5, ge=0, le=60)
     max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)

@@ -2,7 +2,11 @@
 
 All network I/O runs on one asyncio loop in a background thread that owns the httpx clients, so
 connections are pooled across scrapes. HTTP handler threads call `Engine.collect(budget)`, which
-waits at most `budget` seconds and always returns one `Outcome` per account.
+waits at most `budget` seconds and always returns one `Outcome` per account, and
+`Engine.counters()` for the counters to export with them.
+
+What outlives an engine across a config reload (the counters, the back-off of accounts that
+stay) is handed over through `successor` and `take_backoff`; exporter.reload drives them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import threading
 import time
 import zoneinfo
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import httpx
@@ -26,32 +30,16 @@ from exporter.clients.http import REASONS, UpstreamError, new_client, tls_contex
 from exporter.clients.lametric import LametricClient
 from exporter.clients.parqex import ParqexClient
 from exporter.config import CollectionConfig, Config, SourceName
+from exporter.outcome import AccountKey, Counters, Outcome
 from exporter.sources import Snapshot, fetch_lametric, fetch_parqex, undocumented_states
 
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[str], Awaitable[Snapshot]]
-AccountKey = tuple[SourceName, str]  # (source, account name)
 
 
 class UnknownTarget(LookupError):
     """A probe named no configured account, or an ambiguous one."""
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one scrape learnt about one account."""
-
-    source: SourceName
-    account: str
-    snapshot: Snapshot | None  # None when the collection failed
-    reason: str | None  # one of REASONS when it failed, or "internal" for a bug of ours
-    duration_seconds: float
-    last_success: float | None  # wall-clock time of the newest successful fetch, if any
-
-    @property
-    def ok(self) -> bool:
-        return self.snapshot is not None
 
 
 @dataclass(slots=True)
@@ -64,12 +52,19 @@ class _Flight:
 
 
 @dataclass(slots=True)
-class _Stats:
-    """Process-lifetime counters, exported as `_total` metrics."""
+class Stats:
+    """Process-lifetime counters, exported as `_total` metrics; a reload carries them over."""
 
     errors: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     parse_errors: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     logged_once: set[tuple[str, ...]] = field(default_factory=set)
+
+    def forget_all_but(self, keep: set[AccountKey]) -> None:
+        """Drop what is counted for accounts no longer configured: their series end."""
+        for counter in (self.errors, self.parse_errors):
+            for key in [key for key in counter if key[:2] not in keep]:
+                del counter[key]
+        self.logged_once -= {key for key in self.logged_once if key[:2] not in keep}
 
 
 def _mark_retrieved(task: asyncio.Task[Snapshot]) -> None:
@@ -86,15 +81,16 @@ class AccountWorker:
         name: str,
         tokens: TokenSource,
         fetch: Fetch,
-        stats: _Stats,
+        stats: Stats,
         policy: CollectionConfig,
+        fetch_deadline: float,
     ) -> None:
         self.source = source
         self.name = name
         self.tokens = tokens
         self._fetch = fetch
         self._stats = stats
-        self._fetch_timeout = policy.timeout_seconds
+        self._fetch_timeout = fetch_deadline  # a fetch outlives the scrapes that gave up on it
         self._cache_seconds = policy.cache_seconds
         self.backoff = Backoff(policy.backoff_base_seconds, policy.backoff_max_seconds)
         self._flight: _Flight | None = None
@@ -217,9 +213,12 @@ class Engine:
 
     HEARTBEAT_SECONDS = 1.0  # how often the loop proves it runs; see stalled_seconds
 
-    def __init__(self, config: Config, stats: _Stats | None = None) -> None:
+    def __init__(self, config: Config, stats: Stats | None = None) -> None:
         self.config = config
-        self.stats = stats if stats is not None else _Stats()  # a reload carries them over
+        self.stats = stats if stats is not None else Stats()  # a reload carries them over
+        # collection.timeout_seconds, in its two meanings inside the engine: how long one
+        # upstream fetch may run in all, and the HTTP client's timeout for each of its phases
+        self.fetch_deadline = config.collection.timeout_seconds
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="collector", daemon=True
@@ -259,6 +258,7 @@ class Engine:
                 self._fetcher(source),
                 self.stats,
                 config.collection,
+                self.fetch_deadline,
             )
             for source, account in config.accounts()
         ]
@@ -280,7 +280,7 @@ class Engine:
         return functools.partial(fetch_lametric, lametric)
 
     def _client(self) -> httpx.AsyncClient:
-        client = new_client(timeout=self.config.collection.timeout_seconds, tls=self._tls)
+        client = new_client(timeout=self.fetch_deadline, tls=self._tls)
         self._clients.append(client)
         return client
 
@@ -292,6 +292,49 @@ class Engine:
 
     async def _collect_all(self, budget: float, workers: list[AccountWorker]) -> list[Outcome]:
         return list(await asyncio.gather(*(w.collect(budget) for w in workers)))
+
+    def counters(self, only: AccountKey | None = None) -> Counters:
+        """The error counters and back-off of every account (or `only` one), as of now."""
+
+        def wanted(source: str, account: str) -> bool:
+            return only is None or (source, account) == only
+
+        now = time.time()
+        backoff = []
+        for worker in self.workers:
+            if wanted(worker.source, worker.name):
+                until = worker.backoff.until_wall
+                backoff.append((worker.source, worker.name, until if until > now else 0.0))
+        return Counters(
+            errors={k: n for k, n in self.stats.errors.items() if wanted(*k[:2])},
+            parse_errors={k: n for k, n in self.stats.parse_errors.items() if wanted(*k[:2])},
+            backoff_until=tuple(backoff),
+        )
+
+    def count_crashes(self, crashed: Iterable[Outcome]) -> None:
+        """Count accounts whose metrics could not be built: a bug of ours, counted as one."""
+        for outcome in crashed:
+            self.stats.errors[(outcome.source, outcome.account, "internal")] += 1
+
+    def successor(self, config: Config) -> Engine:
+        """A new engine (not started) for `config` that counts on this one's counters."""
+        return Engine(config, stats=self.stats)
+
+    def take_backoff(self, old: Engine) -> None:
+        """A reload must not call a cloud that asked us to wait: keep the back-off of every
+        account of `old` that stays, with the same source and base URL. Call after `start`."""
+        previous = {
+            (worker.source, worker.name): worker
+            for worker in old.workers
+            if old.config.base_url(worker.source) == self.config.base_url(worker.source)
+        }
+        for worker in self.workers:
+            if (same := previous.get((worker.source, worker.name))) is not None:
+                worker.backoff = same.backoff
+
+    def forget_gone_accounts(self) -> None:
+        """Drop the counters of accounts this engine's config no longer has (after a reload)."""
+        self.stats.forget_all_but({(source, a.name) for source, a in self.config.accounts()})
 
     def find(self, target: str, source: str | None) -> AccountKey:
         """The account a `/probe?target=...&source=...` means; UnknownTarget says why not.
@@ -317,12 +360,14 @@ class Engine:
             )
         raise UnknownTarget(f"no account {target!r}{f' in {source}' if source else ''}{known}")
 
-    def drain(self, timeout: float) -> None:
-        """Wait up to `timeout` s for fetches no scrape waits for any more (after a reload).
+    def drain(self) -> None:
+        """Wait for fetches no scrape waits for any more (after a reload): each ends within
+        the fetch deadline, so this waits at most that long, plus a second.
 
         A scrape that timed out leaves its fetch running for the next scrape to share; closing
         the clients under it would turn it into a `connect` error in the carried-over counters.
         """
+        timeout = self.fetch_deadline + 1
 
         async def wait() -> None:
             current = asyncio.current_task()

@@ -1,4 +1,10 @@
-"""One scrape: pick the time budget, collect every account, render the exposition."""
+"""One scrape, in four steps: pick the time budget, collect, build the families, render.
+
+`Scraper.render` runs them in that order (`pick_budget`, `collect`, `build_families`,
+`encode`); each is a function of plain values that a test can call alone. Around them the
+Scraper keeps what concerns scrapes running at the same time: identical concurrent scrapes
+share one render, and an engine replaced by a reload keeps serving the scrapes that began on it.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +23,10 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from exporter import exposition, negotiate
 from exporter.collectors import lametric, own, parqex
-from exporter.engine import AccountKey, Engine
+from exporter.config import CollectionConfig
+from exporter.engine import Engine
 from exporter.exposition import Family
+from exporter.outcome import AccountKey, Counters, Outcome, ReloadStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +45,114 @@ class _SharedRender:
 
 
 @dataclass(frozen=True)
-class ReloadStatus:
-    """The outcome of the last config (re)load, exported like Prometheus's own."""
+class Collected:
+    """What the collection step hands to the build step."""
 
-    successful: bool
-    last_success: float  # Unix time of the last successful load, start-up included
+    outcomes: list[Outcome]  # one per account collected
+    counters: Counters  # the engine's counters and back-off, read after collecting
+    now: float  # wall-clock time the collection ended: the "age" metrics count from it
+
+
+@dataclass(frozen=True)
+class Built:
+    """The families of one answer, and the accounts whose metrics crashed while building."""
+
+    families: list[Family]
+    crashed: list[Outcome]
+
+
+def pick_budget(collection: CollectionConfig, scrape_timeout_header: str | None) -> float:
+    """Seconds each account may take: Prometheus's timeout minus an offset, capped by config.
+
+    Like blackbox_exporter, the offset leaves time to render and send the answer; a header
+    smaller than the offset is used whole rather than turned into nothing.
+    """
+    cap = collection.timeout_seconds  # its meaning here: the most a scrape waits for an account
+    try:
+        header = float(scrape_timeout_header) if scrape_timeout_header else 0.0
+    except ValueError:
+        header = 0.0
+    if not header > 0:  # also rejects NaN
+        return cap
+    wanted = header - collection.timeout_offset_seconds
+    return min(cap, wanted if wanted > 0 else header)
+
+
+def collect(
+    engine: Engine,
+    budget: float,
+    target: AccountKey | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Collected:
+    """Collect every account (or the `target` of a /probe) within about `budget` seconds."""
+    outcomes = engine.collect(budget, target)
+    now = clock()
+    return Collected(outcomes, engine.counters(target), now)
+
+
+def build_families(
+    budget: float,
+    collected: Collected | None,
+    *,
+    probe: bool = False,
+    reload_status: ReloadStatus | None = None,
+    cache_seconds: float = 0.0,
+) -> Built:
+    """The families of `/metrics` (probe False) or of a `/probe` answer, in exposition order.
+
+    `collected` None builds the exporter's own metrics only (`metrics_include_accounts:
+    false`). The process metrics are not among them: prometheus-client renders those itself.
+    A bug of ours building an account's metrics costs that account (see
+    `collectors.common.add_accounts`) and counts as an "internal" error in this very answer.
+    """
+    families: list[Family] = []
+    if probe:
+        families.append(own.timeout_family(budget))
+    else:
+        families += own.families(budget)
+        if reload_status is not None:
+            families += own.reload_families(reload_status)
+    if collected is None:
+        return Built(families, [])
+    built: list[Family] = []
+    crashed: list[Outcome] = []
+    for collector in (parqex, lametric):
+        source_families, source_crashed = collector.families(collected.outcomes, collected.now)
+        built += source_families
+        crashed += source_crashed
+    families += own.account_families(collected.counters.with_crashes(crashed))
+    for family in built:
+        if cache_seconds > 0 and not family.name.endswith(LIVE_SUFFIXES):
+            # the Prometheus guidelines ask exporters to say when values may be old
+            family.documentation += f" Served from a cache up to {cache_seconds:g}s old."
+        families.append(family)
+    return Built(families, crashed)
+
+
+def encode(
+    families: Iterable[Family],
+    *,
+    content_type: str,
+    gzipped: bool,
+    process: CollectorRegistry | None,
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers: our families after the `process` registry's metrics, if any."""
+    openmetrics = content_type == negotiate.OPENMETRICS
+    ours = exposition.render(families, openmetrics)
+    encoder = generate_openmetrics if openmetrics else generate_latest
+    head = encoder(process) if process is not None else b""
+    if openmetrics:  # one `# EOF`, at the very end
+        body = b"".join((head.removesuffix(b"# EOF\n"), _utf8(ours), b"# EOF\n"))
+    else:
+        body = head + _utf8(ours)
+    del ours  # the text is as big as the body: free it before compressing
+    headers = {"Content-Type": content_type}
+    if gzipped:
+        # Level 1: at 30,000 doors it takes 0.2 s instead of level 6's 0.5 s, for a body
+        # only a tenth larger; a scrape is paid for in CPU, not in LAN bytes.
+        body = gzip.compress(body, compresslevel=1)
+        headers["Content-Encoding"] = "gzip"
+    return body, headers
 
 
 def _utf8(text: str) -> bytes:
@@ -86,54 +197,8 @@ class Scraper:
         GCCollector(registry=self._process)
 
     def budget(self, scrape_timeout_header: str | None, engine: Engine | None = None) -> float:
-        """Seconds each account may take: Prometheus's timeout minus an offset, capped by config.
-
-        Like blackbox_exporter, the offset leaves time to render and send the answer; a header
-        smaller than the offset is used whole rather than turned into nothing.
-        """
-        collection = (engine or self.engine).config.collection
-        cap = collection.timeout_seconds
-        try:
-            header = float(scrape_timeout_header) if scrape_timeout_header else 0.0
-        except ValueError:
-            header = 0.0
-        if not header > 0:  # also rejects NaN
-            return cap
-        wanted = header - collection.timeout_offset_seconds
-        return min(cap, wanted if wanted > 0 else header)
-
-    def families(
-        self, budget: float, engine: Engine | None = None, target: AccountKey | None = None
-    ) -> Iterable[Family]:
-        """`/metrics` (target None) or `/probe` for one account (its metrics only).
-
-        The process metrics are not among them: prometheus-client renders those itself.
-        """
-        engine = engine or self.engine
-        if target is None:
-            yield from own.families(engine, budget)
-            if self.reload_status is not None:
-                yield from own.reload_families(self.reload_status)
-            if not engine.config.collection.metrics_include_accounts:
-                return
-        else:
-            yield own.timeout_family(budget)
-        outcomes = engine.collect(budget, target)
-        now = self._clock()
-        built: list[Family] = []
-        for collector in (parqex, lametric):
-            families, crashed = collector.families(outcomes, now)
-            built += families
-            for outcome in crashed:  # a bug of ours building its metrics: count it like one
-                engine.stats.errors[(outcome.source, outcome.account, "internal")] += 1
-        # after collecting and building: this scrape's failures count
-        yield from own.account_families(engine, target)
-        cache = engine.config.collection.cache_seconds
-        for family in built:
-            if cache > 0 and not family.name.endswith(LIVE_SUFFIXES):
-                # the Prometheus guidelines ask exporters to say when values may be old
-                family.documentation += f" Served from a cache up to {cache:g}s old."
-            yield family
+        """The budget a scrape with this header gets from `engine` (default: the current)."""
+        return pick_budget((engine or self.engine).config.collection, scrape_timeout_header)
 
     def render(
         self,
@@ -155,8 +220,10 @@ class Scraper:
         """
         content_type = negotiate.content_type(accept)
         gzipped = negotiate.wants_gzip(accept_encoding)
-        with self._pinned() as engine:  # after a reload, a scrape never joins the old engine's
-            key = (engine, content_type, gzipped, probe, self.budget(timeout_header, engine))
+        # after a reload, a scrape never joins the old engine's render
+        with self._pinned() as (engine, reload_status):
+            budget = pick_budget(engine.config.collection, timeout_header)
+            key = (engine, content_type, gzipped, probe, budget)
             with self._renders_lock:
                 shared = self._renders.get(key)
                 leader = shared is None
@@ -166,7 +233,9 @@ class Scraper:
                     shared.followers += 1
             if leader:
                 try:
-                    shared.answer = self._render(engine, content_type, gzipped, key[-1], probe)
+                    shared.answer = self._render(
+                        engine, reload_status, content_type, gzipped, budget, probe
+                    )
                 except BaseException as exc:
                     shared.error = exc
                     raise
@@ -185,28 +254,28 @@ class Scraper:
     def _render(
         self,
         engine: Engine,
+        reload_status: ReloadStatus | None,
         content_type: str,
         gzipped: bool,
         budget: float,
         probe: tuple[str, str | None] | None,
     ) -> tuple[bytes, dict[str, str]]:
-        openmetrics = content_type == negotiate.OPENMETRICS
+        """One scrape, step by step (the budget is already part of the shared render's key)."""
+        collection = engine.config.collection
         target = engine.find(*probe) if probe is not None else None
-        ours = exposition.render(self.families(budget, engine, target), openmetrics)
-        encoder = generate_openmetrics if openmetrics else generate_latest
-        process = encoder(self._process) if target is None else b""
-        if openmetrics:  # one `# EOF`, at the very end
-            body = b"".join((process.removesuffix(b"# EOF\n"), _utf8(ours), b"# EOF\n"))
-        else:
-            body = process + _utf8(ours)
-        del ours  # the text is as big as the body: free it before compressing
-        headers = {"Content-Type": content_type}
-        if gzipped:
-            # Level 1: at 30,000 doors it takes 0.2 s instead of level 6's 0.5 s, for a body
-            # only a tenth larger; a scrape is paid for in CPU, not in LAN bytes.
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        return body, headers
+        collected = None
+        if target is not None or collection.metrics_include_accounts:
+            collected = collect(engine, budget, target, self._clock)
+        built = build_families(
+            budget,
+            collected,
+            probe=target is not None,
+            reload_status=reload_status,
+            cache_seconds=collection.cache_seconds,
+        )
+        engine.count_crashes(built.crashed)
+        process = self._process if target is None else None
+        return encode(built.families, content_type=content_type, gzipped=gzipped, process=process)
 
     def replace_engine(self, engine: Engine, reload_status: ReloadStatus | None = None) -> Engine:
         """Serve later scrapes from `engine`; returns the engine it replaced.
@@ -226,13 +295,15 @@ class Scraper:
             return self._idle.wait_for(lambda: not self._in_flight[engine], timeout)
 
     @contextmanager
-    def _pinned(self) -> Iterator[Engine]:
-        """The current engine, counted as in use until the block ends."""
+    def _pinned(self) -> Iterator[tuple[Engine, ReloadStatus | None]]:
+        """The current engine, counted as in use until the block ends, and the reload status
+        set with it (see replace_engine)."""
         with self._idle:
             engine = self.engine
+            reload_status = self.reload_status
             self._in_flight[engine] += 1
         try:
-            yield engine
+            yield engine, reload_status
         finally:
             with self._idle:
                 self._in_flight[engine] -= 1

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.engine import Engine, Outcome
+from exporter.engine import Engine
+from exporter.outcome import Outcome
 from exporter.simulator import SimulatedCloud
 from tests.support import make_config
 

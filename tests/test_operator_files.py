@@ -25,9 +25,10 @@ import pytest
 import respx
 
 from exporter import config, files, webconfig
-from exporter.cli import Reloader
 from exporter.engine import Engine
-from exporter.scrape import ReloadStatus, Scraper
+from exporter.outcome import ReloadStatus
+from exporter.reload import Reloader
+from exporter.scrape import Scraper
 from tests.support import PARQEX_URL, make_config, render, value
 
 T = TypeVar("T")

@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collectors import lametric as lametric_metrics
 from exporter.collectors import parqex as parqex_metrics
-from exporter.engine import Outcome
 from exporter.exposition import Family, render
 from exporter.models.lametric import parse_devices, parse_user
 from exporter.models.parqex import parse_sync
+from exporter.outcome import Outcome
 from exporter.sources import LametricSnapshot
 
 scalars = (

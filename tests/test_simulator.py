@@ -98,7 +98,6 @@ def test_lametric_serves_the_seed_exactly_without_gzip_unless_asked(client: http
         ("GET", "/api/v2/users/me", LAMETRIC_UNAUTHORIZED),
         ("GET", "/api/v2/users/me/devices", LAMETRIC_UNAUTHORIZED),
         ("GET", "/api/v2/users/me/devices/18", LAMETRIC_UNAUTHORIZED),
-        ("PUT", "/api/v2/users/me/devices/18", LAMETRIC_UNAUTHORIZED),
     ],
 )
 @pytest.mark.parametrize(
@@ -133,14 +132,6 @@ def test_lametric_device_by_id_and_unknown_ids(client: httpx.Client) -> None:
         response = client.get(f"/api/v2/users/me/devices/{unknown}", headers=LAMETRIC)
         assert response.status_code == 404
         assert response.json() == {"errors": [{"message": "Not found"}]}
-
-
-def test_put_renames_the_device(client: httpx.Client) -> None:
-    path = "/api/v2/users/me/devices/18"
-    response = client.put(path, headers=LAMETRIC, json={"name": "Device @ Work"})
-    assert response.json() == {"success": {"id": 18, "name": "Device @ Work"}}
-    assert client.get(path, headers=LAMETRIC).json()["name"] == "Device @ Work"
-    assert client.put(path, headers=LAMETRIC, content=b"not json").status_code == 400
 
 
 def test_unknown_path_is_a_json_404(client: httpx.Client) -> None:

@@ -6,8 +6,8 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
-from exporter.engine import Outcome
 from exporter.exposition import Family, escape
+from exporter.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,19 @@ def add_accounts(
                 crashed.append(outcome)
         reported.append(outcome)
     return reported, crashed
+
+
+def source_families(
+    source: str, outcomes: Sequence[Outcome], data: Sequence[Family], add: Callable[[Outcome], None]
+) -> tuple[list[Family], list[Outcome]]:
+    """A source's families: its health families, then `data` with `add` called for each of its
+    accounts (see `add_accounts`); none at all when the source has no account. Also returns
+    the accounts whose metrics crashed."""
+    outcomes = [o for o in outcomes if o.source == source]
+    if not outcomes:
+        return [], []
+    reported, crashed = add_accounts(outcomes, data, add)
+    return [*health_families(source, reported), *data], crashed
 
 
 def gauge(name: str, doc: str, labels: Sequence[str]) -> Family:

@@ -6,16 +6,15 @@ from collections.abc import Sequence
 
 from exporter.collectors.common import (
     account_labels,
-    add_accounts,
     add_if,
     add_state,
     device_labels,
     gauge,
-    health_families,
+    source_families,
 )
-from exporter.engine import Outcome
 from exporter.exposition import Family
 from exporter.models.lametric import KNOWN_DEVICE_STATES
+from exporter.outcome import Outcome
 from exporter.sources import LametricSnapshot
 
 DEVICE = ["account", "device_id"]
@@ -24,9 +23,6 @@ DEVICE = ["account", "device_id"]
 def families(outcomes: Sequence[Outcome], now: float) -> tuple[list[Family], list[Outcome]]:
     """The LaMetric families, and the accounts whose families crashed (see `add_accounts`)."""
     del now  # LaMetric has no "age" metrics; the signature matches the other collectors
-    outcomes = [o for o in outcomes if o.source == "lametric"]
-    if not outcomes:
-        return [], []
     user_info = gauge(
         "lametric_user_info",
         "LaMetric user identity, always 1 (id, name).",
@@ -103,5 +99,4 @@ def families(outcomes: Sequence[Outcome], now: float) -> tuple[list[Family], lis
             add_if(created, labels, device.created_at)
             add_if(updated, labels, device.updated_at)
 
-    reported, crashed = add_accounts(outcomes, data, add)
-    return [*health_families("lametric", reported), *data], crashed
+    return source_families("lametric", outcomes, data, add)

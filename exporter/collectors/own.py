@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import platform
-import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 from exporter import __version__
-from exporter.engine import AccountKey, Engine
 from exporter.exposition import Family
-
-if TYPE_CHECKING:
-    from exporter.scrape import ReloadStatus
+from exporter.outcome import CounterKey, Counters, ReloadStatus
 
 
-def families(engine: Engine, budget: float) -> list[Family]:
+def families(budget: float) -> list[Family]:
     """Metrics of the exporter process itself: in /metrics, never in a /probe answer."""
     build = Family(
         "device_cloud_exporter_build_info",
@@ -34,43 +30,30 @@ def timeout_family(budget: float) -> Family:
     )
 
 
-def account_families(engine: Engine, only: AccountKey | None = None) -> list[Family]:
-    """Per-account counters and back-off, for every account or `only` one (a /probe)."""
-
-    def wanted(source: str, account: str) -> bool:
-        return only is None or (source, account) == only
-
-    errors = Family(
+def account_families(counters: Counters) -> list[Family]:
+    """Per-account counters and back-off, of the accounts `counters` holds."""
+    errors = _counter(
         "device_cloud_exporter_upstream_errors",
         "Failed upstream collections by source, account and reason (timeout, connect, auth, "
         "rate_limited, http_4xx, http_5xx, decode, too_large, token; internal for a bug of ours).",
-        ["source", "account", "reason"],
-        kind="counter",
+        "reason",
+        counters.errors,
     )
-    for key, count in sorted(engine.stats.errors.items()):
-        if wanted(*key[:2]):
-            errors.add(key, count)
-    parse_errors = Family(
+    parse_errors = _counter(
         "device_cloud_exporter_parse_errors",
         "Fields skipped because the API sent them missing, null, or malformed, by source, "
         "account and field (object.key).",
-        ["source", "account", "field"],
-        kind="counter",
+        "field",
+        counters.parse_errors,
     )
-    for key, count in sorted(engine.stats.parse_errors.items()):
-        if wanted(*key[:2]):
-            parse_errors.add(key, count)
     backoff = Family(
         "device_cloud_exporter_backoff_until_timestamp_seconds",
         "Unix time before which the account's cloud is not called again, after a 429 "
         "(Retry-After) or repeated 5xx answers; 0 when not backing off.",
         ["source", "account"],
     )
-    now = time.time()
-    for worker in engine.workers:
-        if wanted(worker.source, worker.name):
-            until = worker.backoff.until_wall
-            backoff.add([worker.source, worker.name], until if until > now else 0.0)
+    for source, account, until in counters.backoff_until:
+        backoff.add([source, account], until)
     return [errors, parse_errors, backoff]
 
 
@@ -89,6 +72,14 @@ def reload_families(status: ReloadStatus) -> list[Family]:
             status.last_success,
         ),
     ]
+
+
+def _counter(name: str, documentation: str, label: str, counts: Mapping[CounterKey, int]) -> Family:
+    """A per-account counter family: labels source, account and `label`, in key order."""
+    family = Family(name, documentation, ["source", "account", label], kind="counter")
+    for key, count in sorted(counts.items()):
+        family.add(key, count)
+    return family
 
 
 def _single(name: str, documentation: str, value: float) -> Family:

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from exporter.collectors.common import (
-    add_accounts,
-    add_if,
-    add_state,
-    device_labels,
-    gauge,
-    health_families,
-)
-from exporter.engine import Outcome
+from exporter.collectors.common import add_if, add_state, device_labels, gauge, source_families
 from exporter.exposition import Family, escape
 from exporter.models.parqex import KNOWN_DOOR_STATES, Door, Sync
+from exporter.outcome import Outcome
 
 DEVICE = ["account", "device_id"]
 DOOR = ["account", "device_id", "door_id"]
@@ -22,17 +15,13 @@ DOOR = ["account", "device_id", "door_id"]
 
 def families(outcomes: Sequence[Outcome], now: float) -> tuple[list[Family], list[Outcome]]:
     """The ParqEx families, and the accounts whose families crashed (see `add_accounts`)."""
-    outcomes = [o for o in outcomes if o.source == "parqex"]
-    if not outcomes:
-        return [], []
     f = _Families()
 
     def add(outcome: Outcome) -> None:
         assert isinstance(outcome.snapshot, Sync)
         f.add(outcome.account, outcome.snapshot, now)
 
-    reported, crashed = add_accounts(outcomes, f.all(), add)
-    return [*health_families("parqex", reported), *f.all()], crashed
+    return source_families("parqex", outcomes, f.all(), add)
 
 
 class _Families:

@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +39,6 @@ _UNAUTHORIZED = {
 }
 _PARQEX_INVALID_GRANT = {"error": "invalid_grant"}
 _LAMETRIC_NOT_FOUND = {"errors": [{"message": "Not found"}]}
-_LAMETRIC_BAD_REQUEST = {"errors": [{"message": "Bad request"}]}
 
 # method, path, handler name, the cloud whose bearer token is required (None: no token needed)
 _ROUTES: list[tuple[str, re.Pattern[str], str, str | None]] = [
@@ -48,7 +47,6 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str | None]] = [
     ("GET", re.compile(r"/api/v2/users/me"), "_api_lametric_user", "lametric"),
     ("GET", re.compile(r"/api/v2/users/me/devices"), "_api_lametric_devices", "lametric"),
     ("GET", re.compile(r"/api/v2/users/me/devices/([^/]+)"), "_api_lametric_device", "lametric"),
-    ("PUT", re.compile(r"/api/v2/users/me/devices/([^/]+)"), "_api_lametric_rename", "lametric"),
     ("POST", re.compile(r"/api/v2/oauth2/token"), "_api_lametric_token", None),
 ]
 
@@ -320,7 +318,9 @@ class SimulatedCloud:
         """Overwrite raw clock fields."""
         self._update(self._lametric_devices, device_id, fields)
 
-    def _update(self, index: dict[Any, list[dict[str, Any]]], key: Any, changes: dict) -> None:
+    def _update(
+        self, index: dict[Any, list[dict[str, Any]]], key: Any, changes: dict[str, Any]
+    ) -> None:
         with self._lock:
             if key not in index:
                 raise KeyError(key)
@@ -338,7 +338,7 @@ class SimulatedCloud:
         self,
         path_prefix: str,
         status: int,
-        body: bytes | str | dict | None = None,
+        body: bytes | str | dict[str, Any] | None = None,
         *,
         headers: dict[str, str] | None = None,
         times: int | None = None,
@@ -460,13 +460,17 @@ class SimulatedCloud:
             match = pattern.fullmatch(request.path)
             if match is None or method != request.method:
                 continue
+            serve: Callable[..., Response] = getattr(self, handler)
             if cloud is None:
-                return getattr(self, handler)(request)
-            with self._lock:
-                account = self._accounts[cloud].get(self._access.get((cloud, request.token)))
+                return serve(request)
+            account = None
+            if request.token is not None:
+                with self._lock:
+                    name = self._access.get((cloud, request.token))
+                    account = self._accounts[cloud].get(name) if name is not None else None
             if account is None:
                 return json_response(_UNAUTHORIZED[cloud], 401)
-            return getattr(self, handler)(account, request, *match.groups())
+            return serve(account, request, *match.groups())
         return json_response({"message": "Not Found", "path": request.path}, 404)
 
     def _api_parqex_sync(self, devices: list[dict[str, Any]], request: RecordedRequest) -> Response:
@@ -499,22 +503,7 @@ class SimulatedCloud:
     def _api_lametric_device(
         self, account: _LametricAccount, request: RecordedRequest, device_id: str
     ) -> Response:
+        number = _lametric_device_id(device_id)
         with self._lock:
-            device = account.devices.get(_lametric_device_id(device_id))
+            device = account.devices.get(number) if number is not None else None
             return json_response(device) if device else json_response(_LAMETRIC_NOT_FOUND, 404)
-
-    def _api_lametric_rename(
-        self, account: _LametricAccount, request: RecordedRequest, device_id: str
-    ) -> Response:
-        try:
-            name = json.loads(request.body)["name"]
-        except (ValueError, KeyError, TypeError):
-            name = None
-        if not isinstance(name, str):
-            return json_response(_LAMETRIC_BAD_REQUEST, 400)
-        with self._lock:
-            device = account.devices.get(_lametric_device_id(device_id))
-            if device is None:
-                return json_response(_LAMETRIC_NOT_FOUND, 404)
-            device["name"] = name
-            return json_response({"success": {"id": device["id"], "name": name}})

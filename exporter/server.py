@@ -759,10 +759,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_POST(self) -> None:
-        self._discard_body()
         self._dispatch()
 
     def _dispatch(self) -> None:
+        # Any method may carry a body (a proxy forwards a GET's): read it here, or it would be
+        # parsed as the next request on the connection.
+        self._discard_body()
         path = self.path.split("?", 1)[0]
         try:
             authorized = path in self.open_paths or self._authorized()

@@ -413,3 +413,24 @@ def test_post_reload_with_an_odd_content_length_is_answered_and_closed(serve, le
             break
         buffer += chunk
     assert bytes(buffer) == b"", "a request after an unreadable body was served"
+
+
+def test_a_body_sent_with_get_is_not_served_as_a_request_of_its_own(serve) -> None:
+    """A proxy that lets only GET /metrics through forwards a GET's body with it: that body
+    must not become a second request (POST /-/reload) on the exporter's side."""
+    server = serve()
+    reloads: list[int] = []
+    server.reload = lambda: (reloads.append(1), (True, ["reloaded"]))[1]
+    smuggled = b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    sock = connect(server)
+    sock.sendall(
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        + str(len(smuggled)).encode()
+        + b"\r\n\r\n"
+        + smuggled
+        + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    buffer = bytearray()
+    assert read_response(sock, buffer).startswith(b"HTTP/1.1 200 ")
+    assert read_response(sock, buffer).startswith(b"HTTP/1.1 404 "), "the body was served"
+    assert reloads == []

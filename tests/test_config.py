@@ -547,3 +547,20 @@ def test_a_busy_port_is_called_one(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "fix: free the port" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["k" * 100_000, "\x1b[2J\x1b[31mred"],
+    ids=["100000-characters", "terminal-escapes"],
+)
+def test_an_unknown_key_is_shown_short_and_printable(key: str) -> None:
+    """An explicit YAML key (`? ...`) has no length limit: a 900 KB key was echoed whole in
+    the one-line error (and on reload, in the log and the POST /-/reload answer); a key with
+    ESC sequences reached the operator's terminal raw."""
+    text = OK_ACCOUNT + f'? "{key.encode("unicode_escape").decode()}"\n: 1\n'
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text, "test.yaml")
+    (line,) = caught.value.problems
+    assert "unknown key" in line
+    assert len(line) < 300 and line.isprintable(), line[:300]

@@ -561,12 +561,12 @@ def _dotted(loc: tuple[Any, ...]) -> str:
         elif part in ("function-after", "function-before", "function-wrap"):
             continue
         else:
-            key = _shown_key(str(part))
+            key = shown_key(str(part))
             out += f".{key}" if out else key
     return out
 
 
-def _shown_key(key: str) -> str:
+def shown_key(key: str) -> str:
     """A key as an error line shows it: a YAML key (`? ...`) may be any length and hold
     terminal escapes, and the line goes to a terminal and, on reload, to the log."""
     if not key.isprintable():

@@ -590,8 +590,17 @@ def _dotted(loc: tuple[Any, ...]) -> str:
         elif part in ("function-after", "function-before", "function-wrap"):
             continue
         else:
-            out += f".{part}" if out else str(part)
+            key = shown_key(str(part))
+            out += f".{key}" if out else key
     return out
+
+
+def shown_key(key: str) -> str:
+    """A key as an error line shows it: a YAML key (`? ...`) may be any length and hold
+    terminal escapes, and the line goes to a terminal and, on reload, to the log."""
+    if not key.isprintable():
+        key = key.encode("unicode_escape").decode("ascii")
+    return key if len(key) <= 64 else f"{key[:60]}..."
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

@@ -146,6 +146,12 @@ def default_max_connections() -> int:
     return max(16, min(MAX_CONNECTIONS_CEILING, soft // 2))
 
 
+def _head_end(buf: bytearray) -> int:
+    """Where the first request head in `buf` ends (its blank line starts), or -1."""
+    ends = [end for end in (buf.find(b"\r\n\r\n"), buf.find(b"\n\n")) if end >= 0]
+    return min(ends, default=-1)
+
+
 class _Conn:
     """One client connection; in the selector while it waits, in a worker for one request."""
 
@@ -478,7 +484,7 @@ class ExporterServer:
     def _dispatch(self, conn: _Conn) -> None:
         """A whole request head is in: answer /-/healthy here, anything else in a worker."""
         self._leave_selector(conn)
-        if b"\r\n\r\n" not in conn.buf and b"\n\n" not in conn.buf:  # MAX_HEAD and no end
+        if not 0 <= _head_end(conn.buf) <= MAX_HEAD:  # no end within MAX_HEAD bytes
             with contextlib.suppress(OSError):
                 conn.sock.send(HEAD_TOO_LARGE)
             self._close(conn)
@@ -753,10 +759,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def do_POST(self) -> None:
-        self._discard_body()
         self._dispatch()
 
     def _dispatch(self) -> None:
+        # Any method may carry a body (a proxy forwards a GET's): read it here, or it would be
+        # parsed as the next request on the connection.
+        self._discard_body()
         path = self.path.split("?", 1)[0]
         try:
             authorized = path in self.open_paths or self._authorized()
@@ -803,14 +811,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _discard_body(self) -> None:
         """Read a request body nobody needs, so the next request on the connection parses."""
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or (length and not length.isdigit()):
+        chunked = self.headers.get("Transfer-Encoding") is not None
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
+        if not chunked and not lengths:
+            return
+        # One length, in ASCII digits ("\xb2" is a digit to isdigit(), not to int()), small.
+        # Chunked or two different lengths: unreadable, so the connection ends after the answer.
+        length = lengths.pop() if len(lengths) == 1 else ""
+        size = int(length) if length.isascii() and length.isdigit() and len(length) <= 9 else -1
+        if chunked or not 0 <= size <= MAX_POST_BODY:
             self.close_connection = True
-        elif length and int(length) > 0:
-            if int(length) > MAX_POST_BODY:
-                self.close_connection = True
-            else:
-                self.rfile.read(int(length))
+        elif size > 0:
+            self.rfile.read(size)
 
     def _landing(self) -> None:
         body = LANDING.format(version=html.escape(__version__)).encode()

@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from exporter import files, yamlsafe
-from exporter.config import flag_file_problem, os_reason, yaml_problem
+from exporter.config import flag_file_problem, os_reason, shown_key, yaml_problem
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +448,7 @@ def _short(value: Any) -> str:
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+    return ".".join(shown_key(str(part)) for part in loc)
 
 
 # --------------------------------------------------------------------------- watching

@@ -645,3 +645,20 @@ def test_a_credential_file_whose_value_cannot_be_sent_is_refused_unechoed(
     assert line.startswith(f"t.yaml: parqex.accounts[0].{key}: the {what} in {path} has ")
     assert "whitespace, control or non-ASCII" in line and "; fix: " in line
     assert "SENTINEL" not in line and "4f2a" not in line
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["k" * 100_000, "\x1b[2J\x1b[31mred"],
+    ids=["100000-characters", "terminal-escapes"],
+)
+def test_an_unknown_key_is_shown_short_and_printable(key: str) -> None:
+    """An explicit YAML key (`? ...`) has no length limit: a 900 KB key was echoed whole in
+    the one-line error (and on reload, in the log and the POST /-/reload answer); a key with
+    ESC sequences reached the operator's terminal raw."""
+    text = OK_ACCOUNT + f'? "{key.encode("unicode_escape").decode()}"\n: 1\n'
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse(text, "test.yaml")
+    (line,) = caught.value.problems
+    assert "unknown key" in line
+    assert len(line) < 300 and line.isprintable(), line[:300]

@@ -376,3 +376,61 @@ def test_a_request_head_over_64_kib_is_refused_without_a_worker(serve) -> None:
     assert response.startswith(b"HTTP/1.1 431 ") and response.endswith(b"refused\n")
     sock.settimeout(5)
     assert sock.recv(1) == b""  # and the connection is closed
+
+
+def test_a_request_head_over_64_kib_is_refused_even_when_its_end_follows(serve) -> None:
+    """The end of the head arriving in the selector's second read must not let 100 KiB in."""
+    server = serve(workers=1)
+    sock = connect(server)
+    head = b"GET /metrics HTTP/1.1\r\nX-A: " + b"a" * 50_000 + b"\r\nX-B: " + b"b" * 50_000
+    sock.sendall(head + b"\r\n\r\n")  # over 64 KiB, complete, in one send
+    response = read_response(sock)
+    assert response.startswith(b"HTTP/1.1 431 "), response[:80]
+
+
+@pytest.mark.parametrize(
+    "length",
+    [b"\xb2", b"9" * 5000, b"2\r\nContent-Length: 5"],
+    ids=["superscript-two", "5000-digits", "two-different-lengths"],
+)
+def test_post_reload_with_an_odd_content_length_is_answered_and_closed(serve, length) -> None:
+    """`\\xb2` passes str.isdigit() and 5,000 digits pass it too, but int() refuses both: the
+    request was dropped without an answer. Two different lengths: answer, then close, so that
+    no request can be smuggled in the body."""
+    server = serve()
+    server.reload = lambda: (True, ["reloaded"])
+    sock = connect(server)
+    sock.sendall(
+        b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n"
+        b"abGET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    buffer = bytearray()
+    assert read_response(sock, buffer).startswith(b"HTTP/1.1 200 ")
+    sock.settimeout(5)
+    while not buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
+    assert bytes(buffer) == b"", "a request after an unreadable body was served"
+
+
+def test_a_body_sent_with_get_is_not_served_as_a_request_of_its_own(serve) -> None:
+    """A proxy that lets only GET /metrics through forwards a GET's body with it: that body
+    must not become a second request (POST /-/reload) on the exporter's side."""
+    server = serve()
+    reloads: list[int] = []
+    server.reload = lambda: (reloads.append(1), (True, ["reloaded"]))[1]
+    smuggled = b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    sock = connect(server)
+    sock.sendall(
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        + str(len(smuggled)).encode()
+        + b"\r\n\r\n"
+        + smuggled
+        + b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    buffer = bytearray()
+    assert read_response(sock, buffer).startswith(b"HTTP/1.1 200 ")
+    assert read_response(sock, buffer).startswith(b"HTTP/1.1 404 "), "the body was served"
+    assert reloads == []

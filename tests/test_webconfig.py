@@ -606,3 +606,13 @@ def test_current_is_cheap_when_nothing_changed(pki: Path, monkeypatch: pytest.Mo
     for _ in range(100):
         watcher.current()
     assert loads == []
+
+
+def test_an_unknown_key_is_shown_short_and_printable(pki: Path) -> None:
+    """As in the config: the web config is re-read at run time, so its error goes to the log."""
+    path = write(pki, f'? "{"k" * 100_000}\\e[2J"\n: 1\n')
+    with pytest.raises(WebConfigError) as raised:
+        webconfig.load(path)
+    (line,) = raised.value.problems
+    assert "unknown key" in line
+    assert len(line) < len(path) + 300 and line.isprintable(), line[:300]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -169,6 +170,10 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8", "replace")
 
 
+# Scrapes that build and encode an exposition at the same time (see Scraper.__init__).
+ENCODING_AT_ONCE = 2
+
+
 class Scraper:
     """Renders `/metrics`; process, platform and GC metrics come from prometheus-client.
 
@@ -190,6 +195,10 @@ class Scraper:
         self._idle = threading.Condition()
         self._renders: dict[tuple[object, ...], _SharedRender] = {}
         self._renders_lock = threading.Lock()
+        # Building and encoding are CPU work under the GIL: running more at once gains nothing,
+        # and each holds the text and the body of a whole exposition. Two at a time bounds the
+        # memory that scrapes asking for different answers can take (see docs/limits.md).
+        self._encoding = threading.BoundedSemaphore(ENCODING_AT_ONCE)
         # A registry of our own, not the global one: tests can run many exporters in one process.
         self._process = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self._process)
@@ -223,7 +232,10 @@ class Scraper:
         # after a reload, a scrape never joins the old engine's render
         with self._pinned() as (engine, reload_status):
             budget = pick_budget(engine.config.collection, timeout_header)
-            key = (engine, content_type, gzipped, probe, budget)
+            # Budgets a tenth of a second apart share a render (the first one's budget): a
+            # client inventing a new timeout header for each request must not get, and make
+            # the exporter hold, a body of its own each time.
+            key = (engine, content_type, gzipped, probe, math.floor(budget * 10))
             with self._renders_lock:
                 shared = self._renders.get(key)
                 leader = shared is None
@@ -266,16 +278,19 @@ class Scraper:
         collected = None
         if target is not None or collection.metrics_include_accounts:
             collected = collect(engine, budget, target, self._clock)
-        built = build_families(
-            budget,
-            collected,
-            probe=target is not None,
-            reload_status=reload_status,
-            cache_seconds=collection.cache_seconds,
-        )
-        engine.count_crashes(built.crashed)
-        process = self._process if target is None else None
-        return encode(built.families, content_type=content_type, gzipped=gzipped, process=process)
+        with self._encoding:
+            built = build_families(
+                budget,
+                collected,
+                probe=target is not None,
+                reload_status=reload_status,
+                cache_seconds=collection.cache_seconds,
+            )
+            engine.count_crashes(built.crashed)
+            process = self._process if target is None else None
+            return encode(
+                built.families, content_type=content_type, gzipped=gzipped, process=process
+            )
 
     def replace_engine(self, engine: Engine, reload_status: ReloadStatus | None = None) -> Engine:
         """Serve later scrapes from `engine`; returns the engine it replaced.

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-from exporter import __version__
+from exporter import __version__, memory
 from exporter.engine import UnknownTarget
 from exporter.scrape import Scraper
 from exporter.webconfig import REALM, AuthBusy, BasicAuth, WebConfigWatcher
@@ -861,7 +861,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, b"scrape failed; see the exporter's log\n", "text/plain")
             return
         content_type = headers.pop("Content-Type")
-        self._send(200, body, content_type, headers)
+        size = len(body)
+        try:
+            self._send(200, body, content_type, headers)
+        finally:
+            del body  # this worker's hold on a body other scrapes may share
+            memory.release_after(size)
 
     def _probe(self) -> None:
         """One account, the way blackbox_exporter probes one target: for sharded fleets."""

@@ -65,7 +65,7 @@ _TLS_VERSIONS = {
 }
 # Keys exporter-toolkit knows that this exporter does not implement: a clearer message than
 # "unknown key" for a file copied from a Go exporter.
-_TOOLKIT_ONLY = {
+_TOOLKIT_ONLY: dict[tuple[int | str, ...], set[str]] = {
     (): {"http_server_config", "rate_limit"},
     ("tls_server_config",): {
         "cert",
@@ -193,16 +193,17 @@ def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> 
     users, problems = _check_users(model.basic_auth_users or {})
     if problems:
         raise fail(problems)
-    tls = None
+    tls, client_auth_type = None, "NoClientCert"
     if model.tls_server_config is not None:
         try:
             tls = _tls_context(model.tls_server_config, base_dir, watched)
         except _Problem as problem:
             raise fail([str(problem)]) from None
+        client_auth_type = model.tls_server_config.client_auth_type
     return WebConfig(
         path=name,
         tls=tls,
-        client_auth_type=model.tls_server_config.client_auth_type if tls else "NoClientCert",
+        client_auth_type=client_auth_type,
         users=users,
         watched=dict(watched),
     )

@@ -186,9 +186,9 @@ def test_reader_replaces_lone_surrogates_and_control_characters() -> None:
     reader = Reader(
         {"a": "x\ud83dy\x00z\tq\n", "b": "fine", "c": "y" * (1024 * 1024)}, "o", problems
     )
-    assert reader.str("a") == "x\ufffdy\ufffdz\tq\n"
-    assert reader.str("b") == "fine"
-    assert reader.str("c") is None
+    assert reader.text("a") == "x\ufffdy\ufffdz\tq\n"
+    assert reader.text("b") == "fine"
+    assert reader.text("c") is None
     assert problems == [Problem("o.a", "bad_characters"), Problem("o.c", "too_long")]
     assert reader.ident("a") == "x\ufffdy\ufffdz\tq"
 

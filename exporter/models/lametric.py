@@ -53,7 +53,7 @@ def parse_user(body: Any) -> Parsed[User | None]:
     r = Reader(body, "user", problems)
     user = User(
         id=r.ident("id"),
-        name=r.str("name"),
+        name=r.text("name"),
         apps_count=r.number("apps_count", low=0),
         private_device_count=r.number("private_device_count", low=0),
         private_apps_count=r.number("private_apps_count", low=0),
@@ -85,7 +85,7 @@ def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
     device_id = r.ident("id")
     if device_id is None:
         return None
-    state = r.str("state")
+    state = r.text("state")
     if state is not None:
         state = state.strip().lower()
         if not state:
@@ -96,12 +96,12 @@ def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
         r.skip("api_key", "wrong_type")
     return Device(
         id=device_id,
-        name=r.str("name"),
+        name=r.text("name"),
         state=state,
-        serial_number=r.str("serial_number"),
-        mac=r.str("mac"),
-        wifi_ssid=r.str("wifi_ssid"),
-        ipv4_internal=r.str("ipv4_internal"),
+        serial_number=r.text("serial_number"),
+        mac=r.text("mac"),
+        wifi_ssid=r.text("wifi_ssid"),
+        ipv4_internal=r.text("ipv4_internal"),
         created_at=r.timestamp("created_at"),
         updated_at=r.timestamp("updated_at"),
         api_key=Secret(api_key) if isinstance(api_key, str) else None,

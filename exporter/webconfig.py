@@ -120,10 +120,6 @@ class WebConfig:
     users: Mapping[str, bytes] = field(default_factory=dict)  # user name -> bcrypt hash
     watched: Mapping[str, object] = field(default_factory=dict)  # path -> stat signature
 
-    @property
-    def auth_required(self) -> bool:
-        return bool(self.users)
-
     def describe(self) -> str:
         """One line for logs and `--config.check`."""
         parts = ["TLS" if self.tls else "plain HTTP (no TLS)"]

@@ -14,12 +14,21 @@ from exporter import config
 from exporter.scrape import Scraper
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# The documents' example bodies the simulator also serves (parqex_sync.json,
+# lametric_devices.json) have one copy, in the package, which --demo needs.
+SIMDATA = Path(config.__file__).parent / "simdata"
 PARQEX_URL = "https://parqex.test"  # never the real hosts: respx answers for these
 LAMETRIC_URL = "https://lametric.test"
 
 
+def fixture_path(name: str) -> Path:
+    """tests/fixtures/<name>, or exporter/simdata/<name> for a body the simulator serves too."""
+    path = FIXTURES / name
+    return path if path.exists() else SIMDATA / name
+
+
 def fixture(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text())
+    return json.loads(fixture_path(name).read_text())
 
 
 def make_config(text: str) -> config.Config:

@@ -15,7 +15,6 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,8 +30,7 @@ from exporter.clients.parqex import ParqexClient
 from exporter.models.lametric import parse_devices, parse_user
 from exporter.models.parqex import parse_sync
 from exporter.sources import LametricSnapshot, fetch_lametric
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.support import fixture_path
 
 PARQEX = "https://parqex.test"
 LAMETRIC = "https://lametric.test"
@@ -59,7 +57,7 @@ EXPECTED_HEADERS = {
 
 
 def fixture_bytes(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return fixture_path(name).read_bytes()
 
 
 def fixture_json(name: str) -> Any:

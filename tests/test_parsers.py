@@ -8,7 +8,6 @@ import math
 import pickle
 from dataclasses import fields, replace
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,8 +28,8 @@ from exporter.models.lametric import Device as LDevice
 from exporter.models.parqex import KNOWN_DOOR_STATES, Device, Door, Sync, parse_sync
 from exporter.secret import Secret
 from exporter.sources import LametricSnapshot, undocumented_states
+from tests.support import fixture
 
-FIXTURES = Path(__file__).parent / "fixtures"
 BERLIN = ZoneInfo("Europe/Berlin")
 REASONS = {
     "missing",
@@ -48,7 +47,7 @@ API_KEY = "8adaa0c98278dbb1ecb218d1c3e11f9312317ba474ab3361f80c0bd4f13a6749"
 
 
 def load(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text())
+    return fixture(name)
 
 
 # --------------------------------------------------------------------------------------------

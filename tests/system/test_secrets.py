@@ -9,8 +9,6 @@ is proven to have happened by its error counter going up, not by a label that is
 
 from __future__ import annotations
 
-import copy
-import json
 import socket
 import subprocess
 import sys
@@ -22,7 +20,7 @@ import pytest
 
 from exporter.simulator import SimulatedCloud
 from tests.processes import ExporterProcess, start_exporter
-from tests.support import value
+from tests.support import fixture, value
 
 pytestmark = pytest.mark.system
 
@@ -60,11 +58,7 @@ def cloud() -> Iterator[SimulatedCloud]:
     with SimulatedCloud(parqex_token=None, lametric_token=None) as sim:
         sim.add_parqex_account(PARQEX_TOKEN)
         sim.add_parqex_account(FILE_TOKEN)
-        devices = copy.deepcopy(
-            json.loads(
-                (Path(__file__).parents[1] / "fixtures" / "lametric_devices.json").read_text()
-            )
-        )
+        devices = fixture("lametric_devices.json")
         devices[0]["api_key"] = API_KEY
         sim.add_lametric_account(LAMETRIC_TOKEN, devices=devices)
         yield sim

@@ -13,7 +13,17 @@ from exporter import config
 from exporter.cli import Reloader
 from exporter.engine import Engine
 from exporter.scrape import ReloadStatus, Scraper
+from exporter.simulator import SimulatedCloud
 from tests.support import PARQEX_URL, fixture, make_config, parqex_only
+
+
+@pytest.fixture
+def cloud() -> Iterator[SimulatedCloud]:
+    """The simulated clouds on loopback, fresh for each test: the demo accounts
+    (demo-parqex-token, demo-lametric-token), reporting ParqEx controllers as alive now.
+    A module that needs more accounts extends it (a fixture `cloud(cloud)`)."""
+    with SimulatedCloud(live=True) as sim:
+        yield sim
 
 
 @pytest.fixture

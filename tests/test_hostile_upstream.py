@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,12 +13,6 @@ from exporter.simulator import SimulatedCloud
 from tests.support import make_config
 
 LIMIT = 1024 * 1024
-
-
-@pytest.fixture
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud() as sim:
-        yield sim
 
 
 def collect_once(cloud: SimulatedCloud) -> tuple[Outcome, int]:

@@ -55,12 +55,6 @@ def parqex_config(url: str, *accounts: str, extra: str = "") -> str:
 # --------------------------------------------------------------------------- as a process
 
 
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
-
-
 @pytest.fixture
 def config_file(tmp_path: Path, cloud: SimulatedCloud) -> Path:
     path = tmp_path / "config.yaml"

@@ -86,12 +86,6 @@ def raised_nofile() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.fixture
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
-
-
 @pytest.fixture(scope="module")
 def big_cloud() -> Iterator[SimulatedCloud]:
     """One account of 2,300 controllers with 3 doors each: an 11.6 MB `/metrics`."""

@@ -83,12 +83,6 @@ def assert_contract(text: str) -> None:
 
 
 @pytest.fixture
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
-
-
-@pytest.fixture
 def exporter(cloud: SimulatedCloud, tmp_path: Path) -> Iterator[ExporterProcess]:
     path = tmp_path / "config.yaml"
     path.write_text(

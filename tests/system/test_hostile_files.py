@@ -27,12 +27,6 @@ ERRORS = "device_cloud_exporter_upstream_errors_total"
 STOP_SECONDS = 5
 
 
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
-
-
 @pytest.fixture
 def fifo(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "pipe"

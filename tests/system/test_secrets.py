@@ -54,14 +54,14 @@ def closed_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(parqex_token=None, lametric_token=None) as sim:
-        sim.add_parqex_account(PARQEX_TOKEN)
-        sim.add_parqex_account(FILE_TOKEN)
-        devices = fixture("lametric_devices.json")
-        devices[0]["api_key"] = API_KEY
-        sim.add_lametric_account(LAMETRIC_TOKEN, devices=devices)
-        yield sim
+def cloud(cloud: SimulatedCloud) -> SimulatedCloud:
+    """The shared cloud with this module's accounts; a device's api_key is a known secret."""
+    cloud.add_parqex_account(PARQEX_TOKEN)
+    cloud.add_parqex_account(FILE_TOKEN)
+    devices = fixture("lametric_devices.json")
+    devices[0]["api_key"] = API_KEY
+    cloud.add_lametric_account(LAMETRIC_TOKEN, devices=devices)
+    return cloud
 
 
 def write_config(tmp_path: Path, cloud: SimulatedCloud, closed_port: int) -> tuple[Path, Path]:

@@ -64,12 +64,6 @@ def trusting(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
-
-
 @pytest.fixture
 def pki(tmp_path: Path, ca: trustme.CA) -> Path:
     leaf = ca.issue_cert("127.0.0.1")

@@ -10,7 +10,7 @@ import pytest
 
 from exporter.engine import Engine, Outcome
 from exporter.simulator import SimulatedCloud
-from tests.support import make_config
+from tests.support import config_yaml, make_config
 
 LIMIT = 1024 * 1024
 
@@ -19,9 +19,11 @@ def collect_once(cloud: SimulatedCloud) -> tuple[Outcome, int]:
     """One collection of one ParqEx account; returns its outcome and the peak traced memory."""
     engine = Engine(
         make_config(
-            f"parqex:\n  base_url: {cloud.url}\n  accounts:\n"
-            "    - {name: home, token: demo-parqex-token}\n"
-            f"collection: {{max_response_bytes: {LIMIT}}}\n"
+            config_yaml(
+                parqex=[{"name": "home", "token": "demo-parqex-token"}],
+                base_url=cloud.url,
+                collection={"max_response_bytes": LIMIT},
+            )
         )
     )
     engine.start()

@@ -49,7 +49,8 @@ def config_yaml(
     **sections: object,
 ) -> str:
     """A config file's text from keyword arguments: each source's accounts on `base_url` (the
-    respx-mocked hosts when not given), `collection` and any other top-level section.
+    respx-mocked hosts when not given; "" leaves the key out, for the clouds' real hosts),
+    `collection` and any other top-level section.
 
     YAML written by a YAML writer: a token or path is quoted where it must be, which text
     assembled by hand gets wrong. Paths may be given as `Path`.
@@ -60,7 +61,9 @@ def config_yaml(
         ("lametric", lametric, LAMETRIC_URL),
     ):
         if accounts is not None:
-            doc[source] = {"base_url": base_url or mocked, "accounts": list(accounts)}
+            url = mocked if base_url is None else base_url
+            doc[source] = {"base_url": url} if url else {}
+            doc[source]["accounts"] = list(accounts)
     if collection is not None:
         doc["collection"] = collection
     doc.update(sections)

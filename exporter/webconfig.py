@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import difflib
 import hashlib
 import hmac
 import logging
@@ -37,7 +36,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from exporter import files, yamlsafe
-from exporter.config import flag_file_problem, os_reason, yaml_problem
+from exporter.problems import (
+    STRING_FIX,
+    ProblemsError,
+    flag_file_problem,
+    in_file,
+    os_reason,
+    unknown_key,
+    yaml_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,7 @@ _TOOLKIT_ONLY: dict[tuple[int | str, ...], set[str]] = {
 }
 
 
-class WebConfigError(Exception):
+class WebConfigError(ProblemsError):
     """A web config the exporter cannot serve with; `problems` holds one user-facing line each.
 
     `watched` is what the failed attempt read (path -> stat signature), so a watcher knows when
@@ -87,8 +94,7 @@ class WebConfigError(Exception):
     """
 
     def __init__(self, problems: list[str], watched: Mapping[str, object] | None = None) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        super().__init__(problems)
         self.watched: Mapping[str, object] = watched or {}
 
 
@@ -166,7 +172,7 @@ def parse(
 
 def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> WebConfig:
     def fail(problems: list[str]) -> WebConfigError:
-        return WebConfigError([f"{name}: {problem}" for problem in problems], watched)
+        return WebConfigError(in_file(name, problems), watched)
 
     try:
         raw = yamlsafe.load(text)
@@ -389,8 +395,7 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
                     "implement; fix: remove it"
                 )
             else:
-                suggestion = _suggest(parent, leaf)
-                lines.append(f"{where}: unknown key{suggestion}; fix: remove it or correct it")
+                lines.append(unknown_key(where, leaf, _known_keys(parent)))
         elif kind in ("model_type", "dict_type"):
             lines.append(
                 f"{where}: must be a mapping of keys; fix: see the example in "
@@ -409,20 +414,16 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
         else:
             got = _lookup(raw, loc)
             lines.append(
-                f"{where}: {_uncapitalised(error['msg'])} (got {_short(got)}); fix: give a string "
-                "(quote it if YAML reads it as something else)"
+                f"{where}: {_uncapitalised(error['msg'])} (got {_short(got)}); fix: {STRING_FIX}"
             )
     return lines
 
 
-def _suggest(parent: tuple[Any, ...], leaf: str) -> str:
+def _known_keys(parent: tuple[Any, ...]) -> list[str]:
     model: type[BaseModel] = (
         _TLSServerConfig if parent == ("tls_server_config",) else _WebConfigFile
     )
-    close = difflib.get_close_matches(leaf, list(model.model_fields), n=1)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    return f" (known keys: {', '.join(model.model_fields)})"
+    return list(model.model_fields)
 
 
 def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:

@@ -38,6 +38,7 @@ from exporter.problems import (
     in_file,
     os_reason,
     unknown_key,
+    value_at,
     yaml_problem,
 )
 
@@ -467,7 +468,7 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
             message = str(error["msg"]).removeprefix("Value error, ")
             lines.append(f"{_dotted(loc) or 'top level'}: {message}")
         else:
-            got = _lookup(raw, loc)
+            got = value_at(raw, loc, _Missing())
             lines.append(
                 f"{_dotted(loc)}: {error['msg'].lower()}"
                 + ("" if isinstance(got, _Missing) else f" (got {_describe(got, loc)})")
@@ -500,16 +501,6 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 class _Missing:
     pass
-
-
-def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
-    node = raw
-    for part in loc:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return _Missing()
-    return node
 
 
 def _describe(value: Any, loc: tuple[Any, ...]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import yaml
 
@@ -38,6 +39,17 @@ def unknown_key(where: str, leaf: str, known: Sequence[str] | None) -> str:
         close = difflib.get_close_matches(leaf, list(known), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
     return f"{where}: unknown key{hint}; fix: remove it or correct it"
+
+
+def value_at(raw: Any, loc: tuple[Any, ...], default: Any = None) -> Any:
+    """The value a validation error's location points at in the parsed YAML, or `default`."""
+    node = raw
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return node
 
 
 def flag_file_problem(problem: files.FileProblem, flag: str) -> str:

@@ -35,16 +35,7 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from exporter import files, yamlsafe
-from exporter.problems import (
-    STRING_FIX,
-    ProblemsError,
-    flag_file_problem,
-    in_file,
-    os_reason,
-    unknown_key,
-    yaml_problem,
-)
+from exporter import files, problems, yamlsafe
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +77,7 @@ _TOOLKIT_ONLY: dict[tuple[int | str, ...], set[str]] = {
 }
 
 
-class WebConfigError(ProblemsError):
+class WebConfigError(problems.ProblemsError):
     """A web config the exporter cannot serve with; `problems` holds one user-facing line each.
 
     `watched` is what the failed attempt read (path -> stat signature), so a watcher knows when
@@ -157,7 +148,7 @@ def load(path: str | os.PathLike[str]) -> WebConfig:
             f"{name}: file not found; fix: pass --web.config.file the path of an existing "
             "file, or leave the flag out to serve plain HTTP without authentication"
             if problem.kind == "missing"
-            else flag_file_problem(problem, "--web.config.file")
+            else problems.flag_file_problem(problem, "--web.config.file")
         )
         raise WebConfigError([line], watched) from None
     return _parse(text, name, Path(name).parent, watched)
@@ -171,13 +162,13 @@ def parse(
 
 
 def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> WebConfig:
-    def fail(problems: list[str]) -> WebConfigError:
-        return WebConfigError(in_file(name, problems), watched)
+    def fail(found: list[str]) -> WebConfigError:
+        return WebConfigError(problems.in_file(name, found), watched)
 
     try:
         raw = yamlsafe.load(text)
     except yaml.YAMLError as exc:
-        raise fail([yaml_problem(exc)]) from None
+        raise fail([problems.yaml_problem(exc)]) from None
     if raw is None:
         raw = {}  # an empty file: plain HTTP, no auth (as exporter-toolkit)
     if not isinstance(raw, dict):
@@ -192,9 +183,9 @@ def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> 
     except ValidationError as exc:
         raise fail(_validation_lines(exc, raw)) from None
 
-    users, problems = _check_users(model.basic_auth_users or {})
-    if problems:
-        raise fail(problems)
+    users, found = _check_users(model.basic_auth_users or {})
+    if found:
+        raise fail(found)
     tls, client_auth_type = None, "NoClientCert"
     if model.tls_server_config is not None:
         try:
@@ -213,23 +204,23 @@ def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> 
 
 def _check_users(raw: dict[str, str]) -> tuple[dict[str, bytes], list[str]]:
     users: dict[str, bytes] = {}
-    problems: list[str] = []
+    found: list[str] = []
     for user, hashed in raw.items():
         key = f"basic_auth_users.{user}"
         if not user or ":" in user:
-            problems.append(
+            found.append(
                 f"{key}: a user name must be non-empty and without ':' (HTTP basic auth cannot "
                 "send one); fix: rename the user"
             )
         elif not _BCRYPT.fullmatch(hashed.strip()):
             # never echo the value: it is a password hash, and sometimes a password by mistake
-            problems.append(
+            found.append(
                 f"{key}: not a bcrypt hash ($2b$ or $2y$, cost 04-31, 60 characters); fix: put "
                 f"the hash of the password there, made with: {HASH_HELP}"
             )
         else:
             users[user] = hashed.strip().encode("ascii")
-    return users, problems
+    return users, found
 
 
 class _Problem(Exception):
@@ -354,8 +345,8 @@ def _read_pem(
         raise _Problem(f"{key}: {path} {not_pem}") from None
     except OSError as exc:
         raise _Problem(
-            f"{key}: cannot read {path} ({os_reason(exc)}); fix: create it, readable by the "
-            "exporter's user"
+            f"{key}: cannot read {path} ({problems.os_reason(exc)}); fix: create it, readable "
+            "by the exporter's user"
         ) from None
 
 
@@ -395,14 +386,14 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
                     "implement; fix: remove it"
                 )
             else:
-                lines.append(unknown_key(where, leaf, _known_keys(parent)))
+                lines.append(problems.unknown_key(where, leaf, _known_keys(parent)))
         elif kind in ("model_type", "dict_type"):
             lines.append(
                 f"{where}: must be a mapping of keys; fix: see the example in "
                 "docs/serving-securely.md"
             )
         elif kind == "literal_error":
-            got = _lookup(raw, loc)
+            got = problems.value_at(raw, loc)
             lines.append(
                 f"{where}: {_uncapitalised(error['msg'])} (got {_short(got)}); fix: use one of "
                 "those values (names are case-sensitive)"
@@ -412,9 +403,10 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
                 f"{where}: user names and hashes must be strings; fix: quote the value in YAML"
             )
         else:
-            got = _lookup(raw, loc)
+            got = problems.value_at(raw, loc)
             lines.append(
-                f"{where}: {_uncapitalised(error['msg'])} (got {_short(got)}); fix: {STRING_FIX}"
+                f"{where}: {_uncapitalised(error['msg'])} (got {_short(got)}); "
+                f"fix: {problems.STRING_FIX}"
             )
     return lines
 
@@ -424,16 +416,6 @@ def _known_keys(parent: tuple[Any, ...]) -> list[str]:
         _TLSServerConfig if parent == ("tls_server_config",) else _WebConfigFile
     )
     return list(model.model_fields)
-
-
-def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
-    node = raw
-    for part in loc:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
 
 
 def _uncapitalised(text: str) -> str:

@@ -73,13 +73,6 @@ def parse_devices(body: Any) -> Parsed[tuple[Device, ...]]:
     return Parsed(devices, tuple(problems))
 
 
-def parse_device(body: Any) -> Parsed[Device | None]:
-    problems: list[Problem] = []
-    if not isinstance(body, dict):
-        return Parsed(None, (Problem("device", "wrong_type"),))
-    return Parsed(_device(body, problems), tuple(problems))
-
-
 def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
     r = Reader(raw, "device", problems)
     device_id = r.ident("id")

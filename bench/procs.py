@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -176,15 +175,3 @@ def memory_bytes(pid: int, key: str = "VmRSS") -> int:
         if line.startswith(f"{key}:"):
             return int(line.split()[1]) * 1024
     raise KeyError(key)
-
-
-def wait_quiet(pid: int, seconds: float = 1.0, limit: float = 15.0) -> None:
-    """Wait until the process used no CPU for `seconds` (start-up done), at most `limit` s."""
-    deadline = time.monotonic() + limit
-    before = cpu_seconds(pid)
-    while time.monotonic() < deadline:
-        time.sleep(seconds)
-        now = cpu_seconds(pid)
-        if now == before:
-            return
-        before = now

@@ -56,8 +56,8 @@ class FileToken:
     async def token(self) -> Secret:
         try:
             value = (await self._reader.read()).strip()
-        except files.FileProblem as problem:
-            raise UpstreamError("token", f"token file: {problem}") from None
+        except files.FileProblem as unreadable:
+            raise UpstreamError("token", f"token file: {unreadable}") from None
         if not value:
             raise UpstreamError("token", f"token file {self.path} is empty")
         problem = credential_problem(value)

@@ -53,5 +53,5 @@ class Backoff:
         self.reason = None
 
     def _exponential(self, attempt: int) -> float:
-        ceiling = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
+        ceiling: float = min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1))
         return ceiling * self.rng.uniform(0.5, 1.0)

@@ -7,7 +7,6 @@ every problem into one line that names the file, the key and the fix.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import stat
@@ -32,6 +31,17 @@ from pydantic import (
 )
 
 from exporter import files, yamlsafe
+from exporter.problems import (
+    STRING_FIX,
+    ProblemsError,
+    flag_file_problem,
+    in_file,
+    os_reason,
+    shown_key,
+    unknown_key,
+    value_at,
+    yaml_problem,
+)
 from exporter.secret import credential_problem
 
 SourceName = Literal["parqex", "lametric"]
@@ -44,12 +54,8 @@ DEFAULT_BASE_URLS: dict[SourceName, str] = {
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class ConfigError(Exception):
+class ConfigError(ProblemsError):
     """A config the exporter cannot run with; `problems` holds one user-facing line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def _check_url(value: str) -> str:
@@ -307,24 +313,6 @@ def load(path: str | os.PathLike[str], *, require_accounts: bool = True) -> Load
     return parse(text, name, require_accounts=require_accounts)
 
 
-def flag_file_problem(problem: files.FileProblem, flag: str) -> str:
-    """One line for a YAML file named by a command-line flag (--config.file, --web.config.file)."""
-    name = problem.path
-    if problem.kind == "type":
-        return f"{name}: {problem.reason}; fix: pass {flag} the path of a regular YAML file"
-    if problem.kind == "size":
-        return (
-            f"{name}: {problem.reason}; fix: a config is a few KiB, check that {flag} names "
-            "the right file"
-        )
-    if problem.kind == "encoding":
-        return f"{name}: cannot read the file (it is not UTF-8 text); fix: save it as UTF-8"
-    return (
-        f"{name}: cannot read the file ({problem.reason}); fix: make it readable by the "
-        "exporter's user"
-    )
-
-
 def parse(text: str, name: str = "config.yaml", *, require_accounts: bool = True) -> Loaded:
     """Validate config text; `name` is only used in messages."""
     try:
@@ -343,7 +331,7 @@ def parse(text: str, name: str = "config.yaml", *, require_accounts: bool = True
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([f"{name}: {line}" for line in _validation_lines(exc, raw)]) from None
+        raise ConfigError(in_file(name, _validation_lines(exc, raw))) from None
 
     problems, warnings = _check_files(config, name)
     if require_accounts and not any(True for _ in config.accounts()):
@@ -434,9 +422,9 @@ def _check_token_file(
         return
     if not content.strip():
         problems.append(f"{name}: {key}: {path} is empty; fix: write the {what} into it")
-    elif (problem := credential_problem(content.strip())) is not None:
+    elif (unusable := credential_problem(content.strip())) is not None:
         problems.append(
-            f"{name}: {key}: the {what} in {path} {problem}; fix: write it again as one line "
+            f"{name}: {key}: the {what} in {path} {unusable}; fix: write it again as one line "
             "of printable ASCII (a credential has no spaces or line breaks inside)"
         )
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -501,9 +489,7 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
         loc = tuple(error["loc"])
         kind = error["type"]
         if kind == "extra_forbidden":
-            lines.append(
-                f"{_dotted(loc)}: unknown key{_suggest(loc)}; fix: remove it or correct it"
-            )
+            lines.append(unknown_key(_dotted(loc), str(loc[-1]), _known_keys(loc)))
         elif kind == "missing":
             lines.append(f"{_dotted(loc)}: required key is missing; fix: add it")
         elif kind in ("model_type", "dict_type"):
@@ -512,7 +498,7 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
             message = str(error["msg"]).removeprefix("Value error, ")
             lines.append(f"{_dotted(loc) or 'top level'}: {message}")
         else:
-            got = _lookup(raw, loc)
+            got = value_at(raw, loc, _Missing())
             lines.append(
                 f"{_dotted(loc)}: {error['msg'].lower()}"
                 + ("" if isinstance(got, _Missing) else f" (got {_describe(got, loc)})")
@@ -521,21 +507,15 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _suggest(loc: tuple[Any, ...]) -> str:
+def _known_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys of the model that holds the key at `loc`, or None when it cannot be told."""
     model: type[BaseModel] | None = Config
     for part in loc[:-1]:
         if isinstance(part, int) or model is None:
             continue
         annotation = model.model_fields.get(str(part))
         model = _model_in(annotation.annotation) if annotation else None
-    if model is None:
-        return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
-    return (
-        f" (did you mean {close[0]!r}?)"
-        if close
-        else f" (known keys: {', '.join(model.model_fields)})"
-    )
+    return list(model.model_fields) if model is not None else None
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:
@@ -553,16 +533,6 @@ class _Missing:
     pass
 
 
-def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
-    node = raw
-    for part in loc:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return _Missing()
-    return node
-
-
 def _describe(value: Any, loc: tuple[Any, ...]) -> str:
     if loc and loc[-1] in ("token", "client_secret"):
         return "a secret value"  # never echo a credential, not even a malformed one
@@ -576,7 +546,7 @@ def _type_fix(kind: str) -> str:
     if kind.startswith(("float", "int", "greater", "less")):
         return "give a number in the allowed range"
     if kind.startswith("string"):
-        return "give a string (quote it if YAML reads it as something else)"
+        return STRING_FIX
     if kind.startswith(("list", "model", "dict")):
         return "see the example config.yaml for the expected structure"
     return "see the configuration reference in README.md"
@@ -593,26 +563,3 @@ def _dotted(loc: tuple[Any, ...]) -> str:
             key = shown_key(str(part))
             out += f".{key}" if out else key
     return out
-
-
-def shown_key(key: str) -> str:
-    """A key as an error line shows it: a YAML key (`? ...`) may be any length and hold
-    terminal escapes, and the line goes to a terminal and, on reload, to the log."""
-    if not key.isprintable():
-        key = key.encode("unicode_escape").decode("ascii")
-    return key if len(key) <= 64 else f"{key[:60]}..."
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """Where and why YAML failed, as one line with a fix (also used for the web config)."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    if isinstance(exc, yamlsafe.YAMLLimitError):
-        return f"{where}{exc.problem}; fix: {exc.fix}"
-    problem = getattr(exc, "problem", None) or "invalid YAML"
-    return f"{where}invalid YAML ({problem}); fix: check indentation and quoting there"
-
-
-def os_reason(exc: BaseException) -> str:
-    """An OS error as the user reads it: "No such file or directory" rather than a class name."""
-    return getattr(exc, "strerror", None) or type(exc).__name__

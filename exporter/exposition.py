@@ -9,9 +9,12 @@ same samples (tests/test_exposition.py and tests/test_properties.py prove it).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client.utils import floatToGoString
+
+# prometheus-client leaves it unannotated; the Go formatting Prometheus itself uses
+_go_float: Callable[[float], str] = floatToGoString
 
 OPENMETRICS = "application/openmetrics-text"
 
@@ -28,7 +31,7 @@ def format_value(value: float) -> str:
         return "1.0"  # most samples are 0/1 flags: skip the general formatter for them
     if value == 0.0 and str(value)[0] != "-":
         return "0.0"
-    return floatToGoString(value)
+    return _go_float(value)
 
 
 class Family:

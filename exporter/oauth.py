@@ -28,7 +28,8 @@ import httpx
 
 from exporter import files
 from exporter.clients.http import UpstreamError, parse_retry_after, upstream_message
-from exporter.config import OAuth2, SourceName, os_reason
+from exporter.config import OAuth2, SourceName
+from exporter.problems import os_reason
 from exporter.secret import Secret, credential_problem
 from exporter.secret import scrub as scrub_values
 

@@ -263,10 +263,14 @@ class _Masker:
         return "".join(out) + text[done:] if out else text
 
 
+# A character trie: each key is one character ("" marks the end of a string).
+_Trie = dict[str, "_Trie"]
+
+
 def _alternation(strings: Iterable[str]) -> str:
     """One regex for a set of literal strings, as a trie: the cost of a match attempt depends
     on the length of the strings, not on how many there are, and the longest form wins."""
-    trie: dict[str, dict] = {}
+    trie: _Trie = {}
     for string in strings:
         node = trie
         for char in string:
@@ -275,7 +279,7 @@ def _alternation(strings: Iterable[str]) -> str:
     return _trie_regex(trie)
 
 
-def _trie_regex(node: dict[str, dict]) -> str:
+def _trie_regex(node: _Trie) -> str:
     branches = []
     for char in sorted(key for key in node if key):
         child, text = node[char], re.escape(char)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 from exporter import __version__, memory
@@ -58,9 +58,9 @@ def parse_listen_address(value: str) -> tuple[str, int]:
             f"--web.listen-address {value!r}: expected HOST:PORT such as :9862 or 127.0.0.1:9862"
         )
     if host.startswith("[") or host.endswith("]") or ":" in host:
-        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+        inner = host[1:-1] if host.startswith("[") and host.endswith("]") else ""
         try:
-            ipaddress.IPv6Address(inner or "")
+            ipaddress.IPv6Address(inner)
         except ValueError:
             raise ListenAddressError(
                 f"--web.listen-address {value!r}: bad IPv6 address; fix: write it like [::1]:9862"
@@ -157,7 +157,9 @@ class _Conn:
 
     __slots__ = ("buf", "client_address", "head_since", "since", "sock", "state", "tls_pending")
 
-    def __init__(self, sock: socket.socket, client_address: tuple, now: float, tls: bool) -> None:
+    def __init__(
+        self, sock: socket.socket, client_address: tuple[Any, ...], now: float, tls: bool
+    ) -> None:
         self.sock: socket.socket = sock
         self.client_address = client_address
         self.buf = bytearray()  # received, not yet consumed by a request

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import difflib
 import hashlib
 import hmac
 import logging
@@ -36,8 +35,7 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from exporter import files, yamlsafe
-from exporter.config import flag_file_problem, os_reason, shown_key, yaml_problem
+from exporter import files, problems, yamlsafe
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +63,7 @@ _TLS_VERSIONS = {
 }
 # Keys exporter-toolkit knows that this exporter does not implement: a clearer message than
 # "unknown key" for a file copied from a Go exporter.
-_TOOLKIT_ONLY = {
+_TOOLKIT_ONLY: dict[tuple[int | str, ...], set[str]] = {
     (): {"http_server_config", "rate_limit"},
     ("tls_server_config",): {
         "cert",
@@ -79,7 +77,7 @@ _TOOLKIT_ONLY = {
 }
 
 
-class WebConfigError(Exception):
+class WebConfigError(problems.ProblemsError):
     """A web config the exporter cannot serve with; `problems` holds one user-facing line each.
 
     `watched` is what the failed attempt read (path -> stat signature), so a watcher knows when
@@ -87,8 +85,7 @@ class WebConfigError(Exception):
     """
 
     def __init__(self, problems: list[str], watched: Mapping[str, object] | None = None) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+        super().__init__(problems)
         self.watched: Mapping[str, object] = watched or {}
 
 
@@ -119,10 +116,6 @@ class WebConfig:
     client_auth_type: str = "NoClientCert"
     users: Mapping[str, bytes] = field(default_factory=dict)  # user name -> bcrypt hash
     watched: Mapping[str, object] = field(default_factory=dict)  # path -> stat signature
-
-    @property
-    def auth_required(self) -> bool:
-        return bool(self.users)
 
     def describe(self) -> str:
         """One line for logs and `--config.check`."""
@@ -155,7 +148,7 @@ def load(path: str | os.PathLike[str]) -> WebConfig:
             f"{name}: file not found; fix: pass --web.config.file the path of an existing "
             "file, or leave the flag out to serve plain HTTP without authentication"
             if problem.kind == "missing"
-            else flag_file_problem(problem, "--web.config.file")
+            else problems.flag_file_problem(problem, "--web.config.file")
         )
         raise WebConfigError([line], watched) from None
     return _parse(text, name, Path(name).parent, watched)
@@ -169,13 +162,13 @@ def parse(
 
 
 def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> WebConfig:
-    def fail(problems: list[str]) -> WebConfigError:
-        return WebConfigError([f"{name}: {problem}" for problem in problems], watched)
+    def fail(found: list[str]) -> WebConfigError:
+        return WebConfigError(problems.in_file(name, found), watched)
 
     try:
         raw = yamlsafe.load(text)
     except yaml.YAMLError as exc:
-        raise fail([yaml_problem(exc)]) from None
+        raise fail([problems.yaml_problem(exc)]) from None
     if raw is None:
         raw = {}  # an empty file: plain HTTP, no auth (as exporter-toolkit)
     if not isinstance(raw, dict):
@@ -190,19 +183,20 @@ def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> 
     except ValidationError as exc:
         raise fail(_validation_lines(exc, raw)) from None
 
-    users, problems = _check_users(model.basic_auth_users or {})
-    if problems:
-        raise fail(problems)
-    tls = None
+    users, found = _check_users(model.basic_auth_users or {})
+    if found:
+        raise fail(found)
+    tls, client_auth_type = None, "NoClientCert"
     if model.tls_server_config is not None:
         try:
             tls = _tls_context(model.tls_server_config, base_dir, watched)
         except _Problem as problem:
             raise fail([str(problem)]) from None
+        client_auth_type = model.tls_server_config.client_auth_type
     return WebConfig(
         path=name,
         tls=tls,
-        client_auth_type=model.tls_server_config.client_auth_type if tls else "NoClientCert",
+        client_auth_type=client_auth_type,
         users=users,
         watched=dict(watched),
     )
@@ -210,23 +204,23 @@ def _parse(text: str, name: str, base_dir: Path, watched: dict[str, object]) -> 
 
 def _check_users(raw: dict[str, str]) -> tuple[dict[str, bytes], list[str]]:
     users: dict[str, bytes] = {}
-    problems: list[str] = []
+    found: list[str] = []
     for user, hashed in raw.items():
         key = f"basic_auth_users.{user}"
         if not user or ":" in user:
-            problems.append(
+            found.append(
                 f"{key}: a user name must be non-empty and without ':' (HTTP basic auth cannot "
                 "send one); fix: rename the user"
             )
         elif not _BCRYPT.fullmatch(hashed.strip()):
             # never echo the value: it is a password hash, and sometimes a password by mistake
-            problems.append(
+            found.append(
                 f"{key}: not a bcrypt hash ($2b$ or $2y$, cost 04-31, 60 characters); fix: put "
                 f"the hash of the password there, made with: {HASH_HELP}"
             )
         else:
             users[user] = hashed.strip().encode("ascii")
-    return users, problems
+    return users, found
 
 
 class _Problem(Exception):
@@ -351,8 +345,8 @@ def _read_pem(
         raise _Problem(f"{key}: {path} {not_pem}") from None
     except OSError as exc:
         raise _Problem(
-            f"{key}: cannot read {path} ({os_reason(exc)}); fix: create it, readable by the "
-            "exporter's user"
+            f"{key}: cannot read {path} ({problems.os_reason(exc)}); fix: create it, readable "
+            "by the exporter's user"
         ) from None
 
 
@@ -392,15 +386,14 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
                     "implement; fix: remove it"
                 )
             else:
-                suggestion = _suggest(parent, leaf)
-                lines.append(f"{where}: unknown key{suggestion}; fix: remove it or correct it")
+                lines.append(problems.unknown_key(where, leaf, _known_keys(parent)))
         elif kind in ("model_type", "dict_type"):
             lines.append(
                 f"{where}: must be a mapping of keys; fix: see the example in "
                 "docs/serving-securely.md"
             )
         elif kind == "literal_error":
-            got = _lookup(raw, loc)
+            got = problems.value_at(raw, loc)
             lines.append(
                 f"{where}: {_uncapitalised(error['msg'])} (got {_short(got)}); fix: use one of "
                 "those values (names are case-sensitive)"
@@ -410,32 +403,19 @@ def _validation_lines(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
                 f"{where}: user names and hashes must be strings; fix: quote the value in YAML"
             )
         else:
-            got = _lookup(raw, loc)
+            got = problems.value_at(raw, loc)
             lines.append(
-                f"{where}: {_uncapitalised(error['msg'])} (got {_short(got)}); fix: give a string "
-                "(quote it if YAML reads it as something else)"
+                f"{where}: {_uncapitalised(error['msg'])} (got {_short(got)}); "
+                f"fix: {problems.STRING_FIX}"
             )
     return lines
 
 
-def _suggest(parent: tuple[Any, ...], leaf: str) -> str:
+def _known_keys(parent: tuple[Any, ...]) -> list[str]:
     model: type[BaseModel] = (
         _TLSServerConfig if parent == ("tls_server_config",) else _WebConfigFile
     )
-    close = difflib.get_close_matches(leaf, list(model.model_fields), n=1)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    return f" (known keys: {', '.join(model.model_fields)})"
-
-
-def _lookup(raw: Any, loc: tuple[Any, ...]) -> Any:
-    node = raw
-    for part in loc:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
+    return list(model.model_fields)
 
 
 def _uncapitalised(text: str) -> str:
@@ -448,7 +428,7 @@ def _short(value: Any) -> str:
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
-    return ".".join(shown_key(str(part)) for part in loc)
+    return ".".join(problems.shown_key(str(part)) for part in loc)
 
 
 # --------------------------------------------------------------------------- watching

@@ -14,7 +14,17 @@ from exporter.engine import Engine
 from exporter.outcome import ReloadStatus
 from exporter.reload import Reloader
 from exporter.scrape import Scraper
+from exporter.simulator import SimulatedCloud
 from tests.support import PARQEX_URL, fixture, make_config, parqex_only
+
+
+@pytest.fixture
+def cloud() -> Iterator[SimulatedCloud]:
+    """The simulated clouds on loopback, fresh for each test: the demo accounts
+    (demo-parqex-token, demo-lametric-token), reporting ParqEx controllers as alive now.
+    A module that needs more accounts extends it (a fixture `cloud(cloud)`)."""
+    with SimulatedCloud(live=True) as sim:
+        yield sim
 
 
 @pytest.fixture

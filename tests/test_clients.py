@@ -15,7 +15,6 @@ import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,13 +25,12 @@ import exporter
 from exporter.clients import lametric as lametric_module
 from exporter.clients import parqex as parqex_module
 from exporter.clients.http import UpstreamError, new_client
-from exporter.clients.lametric import LametricClient, Renamed
+from exporter.clients.lametric import LametricClient
 from exporter.clients.parqex import ParqexClient
-from exporter.models.lametric import parse_device, parse_devices, parse_user
+from exporter.models.lametric import parse_devices, parse_user
 from exporter.models.parqex import parse_sync
 from exporter.sources import LametricSnapshot, fetch_lametric
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.support import fixture_path
 
 PARQEX = "https://parqex.test"
 LAMETRIC = "https://lametric.test"
@@ -41,7 +39,6 @@ ELSEWHERE = "https://elsewhere.test"
 SYNC_PATH = "/oauth/v1/endpoints/sync"
 USER_PATH = "/api/v2/users/me"
 DEVICES_PATH = "/api/v2/users/me/devices"
-DEVICE_PATH = "/api/v2/users/me/devices/18"
 
 TOKEN = "tok-5f0c2b9e8d7a4c1e9b3f6a2d0e8c7b1a"
 MAX_BYTES = 1 << 20
@@ -60,7 +57,7 @@ EXPECTED_HEADERS = {
 
 
 def fixture_bytes(name: str) -> bytes:
-    return (FIXTURES / name).read_bytes()
+    return fixture_path(name).read_bytes()
 
 
 def fixture_json(name: str) -> Any:
@@ -86,7 +83,6 @@ class Endpoint:
     auth_body: Any  # what the upstream says on 401/403
     auth_text: str  # ... and the words of it the message must carry
     auth_hint: str
-    request_body: Any = None
 
 
 def _parqex_call(http: httpx.AsyncClient, token: str, max_bytes: int) -> Awaitable[Any]:
@@ -136,31 +132,6 @@ ENDPOINTS = [
         LAMETRIC_AUTH,
         "Unauthorized",
         lametric_module.AUTH_HINT,
-    ),
-    Endpoint(
-        "lametric.device",
-        "GET",
-        LAMETRIC,
-        DEVICE_PATH,
-        "lametric_device.json",
-        lambda http, token, mb: _lametric(http, mb).device(token, 18),
-        lambda: parse_device(fixture_json("lametric_device.json")),
-        LAMETRIC_AUTH,
-        "Unauthorized",
-        lametric_module.AUTH_HINT,
-    ),
-    Endpoint(
-        "lametric.rename",
-        "PUT",
-        LAMETRIC,
-        DEVICE_PATH,
-        "lametric_update_response.json",
-        lambda http, token, mb: _lametric(http, mb).rename_device(token, 18, "Device @ Work"),
-        lambda: Renamed("18", "Device @ Work"),
-        LAMETRIC_AUTH,
-        "Unauthorized",
-        lametric_module.AUTH_HINT,
-        request_body=fixture_json("lametric_update_request.json"),
     ),
 ]
 ENDPOINT_IDS = [e.id for e in ENDPOINTS]
@@ -258,31 +229,11 @@ def test_request_method_path_and_exact_headers(endpoint: Endpoint) -> None:
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=ENDPOINT_IDS)
 def test_request_body(endpoint: Endpoint) -> None:
+    """Every call is a read: a GET without a body."""
     _, route = call(endpoint, httpx.Response(200, content=fixture_bytes(endpoint.ok_fixture)))
     request = route.calls.last.request
-    if endpoint.request_body is None:
-        assert request.content == b""
-    else:
-        assert json.loads(request.content) == endpoint.request_body == {"name": "Device @ Work"}
-
-
-def test_rename_sends_the_given_name_as_json() -> None:
-    name = 'Küche "2" / \u2603'
-    endpoint = Endpoint(
-        "rename-unicode",
-        "PUT",
-        LAMETRIC,
-        "/api/v2/users/me/devices/7",
-        "",
-        lambda http, token, mb: _lametric(http, mb).rename_device(token, "7", name),
-        lambda: None,
-        None,
-        "",
-        "",
-    )
-    value, route = call(endpoint, json_response(200, {"success": {"id": 7, "name": name}}))
-    assert value == Renamed("7", name)
-    assert json.loads(route.calls.last.request.content) == {"name": name}
+    assert request.method == "GET"
+    assert request.content == b""
 
 
 # --------------------------------------------------------------------------------------------
@@ -880,50 +831,3 @@ def test_fetch_lametric_both_fail_gives_one_of_them() -> None:
     with pytest.raises(UpstreamError) as info:
         _run_fetch_lametric(_status(401, LAMETRIC_AUTH), _status(500, {}))
     assert info.value.reason in {"auth", "http_5xx"}
-
-
-# --------------------------------------------------------------------------------------------
-# rename_device's own checks
-# --------------------------------------------------------------------------------------------
-
-RENAME = ENDPOINTS[4]
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {},
-        {"success": None},
-        {"success": True},
-        {"success": "Device @ Work"},
-        {"success": {"id": 18}},
-        {"success": {"name": "Device @ Work"}},
-        {"success": {"id": None, "name": "Device @ Work"}},
-        {"success": {"id": [18], "name": "Device @ Work"}},
-        {"success": {"id": 18, "name": None}},
-        {"success": {"id": 18, "name": 5}},
-        {"id": 18, "name": "Device @ Work"},
-        [],
-        [{"success": {"id": 18, "name": "Device @ Work"}}],
-        "ok",
-        None,
-        18,
-    ],
-)
-def test_rename_with_malformed_success_body_is_decode(body: Any) -> None:
-    error = fail(RENAME, json_response(200, body))
-    assert error.reason == "decode"
-    assert "success" in error.message
-
-
-def test_rename_with_non_json_success_body_is_decode() -> None:
-    error = fail(
-        RENAME, httpx.Response(200, content=b"Saved!", headers={"Content-Type": "text/plain"})
-    )
-    assert error.reason == "decode"
-    assert "text/plain" in error.message
-
-
-def test_rename_accepts_a_string_id() -> None:
-    value, _ = call(RENAME, json_response(200, {"success": {"id": "18", "name": "Device @ Work"}}))
-    assert value == Renamed("18", "Device @ Work")

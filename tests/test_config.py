@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from exporter import config
+from tests.support import config_yaml
 
 OK_ACCOUNT = "parqex:\n  accounts:\n    - {name: home, token: abc}\n"
 
@@ -281,7 +282,7 @@ def test_token_file_is_checked_and_loose_permissions_warn(tmp_path: Path) -> Non
     token = tmp_path / "token"
     token.write_text("abc\n")
     token.chmod(0o644)
-    text = f"lametric:\n  accounts:\n    - {{name: home, token_file: {token}}}\n"
+    text = config_yaml(lametric=[{"name": "home", "token_file": token}], base_url="")
     loaded = config.parse(text, "t.yaml")
     assert loaded.warnings == [
         f"lametric.accounts[0].token_file: {token} is readable by others (mode 0644); "
@@ -442,8 +443,11 @@ def test_config_check_prints_what_would_be_scraped(tmp_path: Path) -> None:
     token.chmod(0o600)
     path = tmp_path / "config.yaml"
     path.write_text(
-        "parqex:\n  accounts:\n    - {name: home, token: '${DCE_T}'}\n"
-        f"lametric:\n  accounts:\n    - {{name: office, token_file: {token}}}\n"
+        config_yaml(
+            parqex=[{"name": "home", "token": "${DCE_T}"}],
+            lametric=[{"name": "office", "token_file": token}],
+            base_url="",
+        )
     )
     result = run_cli("--config.check", "--config.file", str(path), env={"DCE_T": "zzsecretzz"})
     assert result.returncode == 0, result.stderr

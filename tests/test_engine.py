@@ -17,7 +17,7 @@ import respx
 
 from exporter import __version__
 from exporter.scrape import Scraper
-from tests.support import LAMETRIC_URL, PARQEX_URL, fixture, samples, value
+from tests.support import LAMETRIC_URL, PARQEX_URL, config_yaml, fixture, samples, value
 
 SYNC = f"{PARQEX_URL}/oauth/v1/endpoints/sync"
 GOOD_DOOR = {
@@ -26,15 +26,13 @@ GOOD_DOOR = {
     "door_id": "70fc7ebd63d841d9a9f06ff815be1e7c",
 }
 SECRET_BAD = "bad-token-0123456789abcdef"  # a sentinel: must never show up in any output
+HOME = {"name": "home", "token": "t"}
 
 
 def config_text() -> str:
-    return (
-        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
-        "    - {name: good, token: good-token}\n"
-        f"    - {{name: bad, token: {SECRET_BAD}}}\n"
-        f"lametric:\n  base_url: {LAMETRIC_URL}\n  accounts:\n"
-        "    - {name: clock, token: good-token}\n"
+    return config_yaml(
+        parqex=[{"name": "good", "token": "good-token"}, {"name": "bad", "token": SECRET_BAD}],
+        lametric=[{"name": "clock", "token": "good-token"}],
     )
 
 
@@ -159,9 +157,7 @@ def test_recovery_is_logged_and_counted_once(
 ) -> None:
     route = router.get(SYNC)
     route.mock(side_effect=[httpx.Response(503), good_sync()])
-    scraper = start_scraper(
-        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
-    )
+    scraper = start_scraper(config_yaml(parqex=[HOME]))
     with caplog.at_level(logging.INFO):
         first, second = scrape(scraper), scrape(scraper)
     assert value(first, "parqex_up", account="home") == 0
@@ -222,9 +218,7 @@ def test_concurrent_scrapes_share_one_upstream_request(
         return good_sync()
 
     route = router.get(SYNC).mock(side_effect=slowish)
-    scraper = start_scraper(
-        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
-    )
+    scraper = start_scraper(config_yaml(parqex=[HOME]))
     outputs: list[str] = []
     threads = [threading.Thread(target=lambda: outputs.append(scrape(scraper))) for _ in range(6)]
     for thread in threads:
@@ -252,8 +246,7 @@ def test_accounts_are_collected_concurrently(
 
     router.get(SYNC).mock(side_effect=tracked)
     names = [f"a{i}" for i in range(8)]
-    accounts = "".join(f"    - {{name: {n}, token: t{n}}}\n" for n in names)
-    scraper = start_scraper(f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n{accounts}")
+    scraper = start_scraper(config_yaml(parqex=[{"name": n, "token": f"t{n}"} for n in names]))
     out = scrape(scraper)
     assert all(value(out, "parqex_up", account=n) == 1 for n in names)
     assert peak == len(names)
@@ -266,10 +259,7 @@ def test_token_file_is_read_on_every_scrape(
     token.write_text("first\n")
     token.chmod(0o600)
     route = router.get(SYNC).mock(return_value=good_sync())
-    scraper = start_scraper(
-        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
-        f"    - {{name: home, token_file: {token}}}\n"
-    )
+    scraper = start_scraper(config_yaml(parqex=[{"name": "home", "token_file": token}]))
     scrape(scraper)
     token.write_text("  second  \n")
     scrape(scraper)
@@ -300,9 +290,7 @@ def test_malformed_fields_are_counted_and_logged_once(
     body["devices"][1]["doors"][0]["state"] = "AJAR"
     body["devices"][1]["last_contact"] = "yesterday"
     router.get(SYNC).mock(return_value=httpx.Response(200, json=body))
-    scraper = start_scraper(
-        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
-    )
+    scraper = start_scraper(config_yaml(parqex=[HOME]))
     with caplog.at_level(logging.WARNING):
         scrape(scraper)
         out = scrape(scraper)
@@ -406,10 +394,7 @@ def test_a_rejected_token_is_retried_once_when_the_token_file_was_rotated(
         return good_sync()
 
     route = router.get(SYNC).mock(side_effect=rotate_then_reject)
-    scraper = start_scraper(
-        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
-        f"    - {{name: home, token_file: {token}}}\n"
-    )
+    scraper = start_scraper(config_yaml(parqex=[{"name": "home", "token_file": token}]))
     out = scrape(scraper)
     assert value(out, "parqex_up", account="home") == 1
     assert [c.request.headers["Authorization"] for c in route.calls] == ["Bearer old", "Bearer new"]
@@ -433,9 +418,7 @@ def test_a_fetch_that_fails_after_every_waiter_gave_up_leaves_no_asyncio_noise(
         return httpx.Response(503)
 
     router.get(SYNC).mock(side_effect=slow_failure)
-    scraper = start_scraper(
-        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
-    )
+    scraper = start_scraper(config_yaml(parqex=[HOME]))
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         out = scrape(scraper, timeout_header="0.2")  # gives up before the 503 arrives
         assert value(out, "parqex_up", account="home") == 0
@@ -464,10 +447,7 @@ def test_one_slow_fetch_counts_one_timeout_however_many_waiters_gave_up(
 
     router.get(SYNC).mock(side_effect=first_never_answers)
     # fetch timeout 1 s rather than 0.5 s: room for the second scrape to join on a busy box
-    scraper = start_scraper(
-        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
-        "collection: {timeout_seconds: 1}\n"
-    )
+    scraper = start_scraper(config_yaml(parqex=[HOME], collection={"timeout_seconds": 1}))
     gate = threading.Barrier(2)
 
     def impatient() -> str:
@@ -498,8 +478,7 @@ def test_a_malformed_field_is_logged_once_per_account(
     body["devices"][1]["doors"][0]["state"] = "AJAR"
     router.get(SYNC).mock(return_value=httpx.Response(200, json=body))
     scraper = start_scraper(
-        f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
-        "    - {name: north, token: t1}\n    - {name: south, token: t2}\n"
+        config_yaml(parqex=[{"name": "north", "token": "t1"}, {"name": "south", "token": "t2"}])
     )
     with caplog.at_level(logging.WARNING, logger="exporter"):
         scrape(scraper)

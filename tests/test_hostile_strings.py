@@ -18,16 +18,17 @@ from prometheus_client.openmetrics.parser import (
 from exporter.collectors import parqex as parqex_collector
 from exporter.models.fields import Problem, Reader
 from exporter.scrape import Scraper
-from tests.support import LAMETRIC_URL, PARQEX_URL, fixture, mock_clouds, samples, value
+from tests.support import (
+    PARQEX_URL,
+    fixture,
+    mock_clouds,
+    samples,
+    two_cloud_config,
+    value,
+)
 
 SYNC = f"{PARQEX_URL}/oauth/v1/endpoints/sync"
-CONFIG = (
-    f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
-    "    - {name: bad, token: parqex-bad-token}\n"
-    "    - {name: good, token: parqex-good-token}\n"
-    f"lametric:\n  base_url: {LAMETRIC_URL}\n  accounts:\n"
-    "    - {name: home, token: lametric-home-token}\n"
-)
+CONFIG = two_cloud_config(parqex=["bad", "good"], lametric=["home"])
 
 # What clouds have been seen to send, or could: each must leave a valid exposition.
 HOSTILE = {
@@ -186,9 +187,9 @@ def test_reader_replaces_lone_surrogates_and_control_characters() -> None:
     reader = Reader(
         {"a": "x\ud83dy\x00z\tq\n", "b": "fine", "c": "y" * (1024 * 1024)}, "o", problems
     )
-    assert reader.str("a") == "x\ufffdy\ufffdz\tq\n"
-    assert reader.str("b") == "fine"
-    assert reader.str("c") is None
+    assert reader.text("a") == "x\ufffdy\ufffdz\tq\n"
+    assert reader.text("b") == "fine"
+    assert reader.text("c") is None
     assert problems == [Problem("o.a", "bad_characters"), Problem("o.c", "too_long")]
     assert reader.ident("a") == "x\ufffdy\ufffdz\tq"
 

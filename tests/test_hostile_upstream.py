@@ -5,31 +5,26 @@ from __future__ import annotations
 import gzip
 import io
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
 
 from exporter.engine import Engine
 from exporter.outcome import Outcome
 from exporter.simulator import SimulatedCloud
-from tests.support import make_config
+from tests.support import config_yaml, make_config
 
 LIMIT = 1024 * 1024
-
-
-@pytest.fixture
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud() as sim:
-        yield sim
 
 
 def collect_once(cloud: SimulatedCloud) -> tuple[Outcome, int]:
     """One collection of one ParqEx account; returns its outcome and the peak traced memory."""
     engine = Engine(
         make_config(
-            f"parqex:\n  base_url: {cloud.url}\n  accounts:\n"
-            "    - {name: home, token: demo-parqex-token}\n"
-            f"collection: {{max_response_bytes: {LIMIT}}}\n"
+            config_yaml(
+                parqex=[{"name": "home", "token": "demo-parqex-token"}],
+                base_url=cloud.url,
+                collection={"max_response_bytes": LIMIT},
+            )
         )
     )
     engine.start()

@@ -39,7 +39,7 @@ from exporter.oauth import (
 from exporter.scrape import Scraper
 from exporter.secret import Secret
 from exporter.simulator import SimulatedCloud
-from tests.support import value
+from tests.support import config_yaml, value
 
 SOURCES: tuple[SourceName, ...] = ("parqex", "lametric")
 CLIENT_ID = "dce-client-id"
@@ -165,12 +165,12 @@ def scrape(engine: Engine) -> str:
 
 
 def oauth_config(source: SourceName, base_url: str, path: Path) -> str:
-    return (
-        f"{source}:\n  base_url: {base_url}\n  accounts:\n    - name: home\n      oauth2:\n"
-        f"        client_id: {CLIENT_ID}\n"
-        "        client_secret: '${DCE_TEST_CLIENT_SECRET}'\n"
-        f"        refresh_token_file: {path}\n"
-    )
+    oauth2 = {
+        "client_id": CLIENT_ID,
+        "client_secret": "${DCE_TEST_CLIENT_SECRET}",
+        "refresh_token_file": path,
+    }
+    return config_yaml(**{source: [{"name": "home", "oauth2": oauth2}]}, base_url=base_url)
 
 
 # -- rotation through the whole exporter --------------------------------------------------------

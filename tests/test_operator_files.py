@@ -29,7 +29,7 @@ from exporter.engine import Engine
 from exporter.outcome import ReloadStatus
 from exporter.reload import Reloader
 from exporter.scrape import Scraper
-from tests.support import PARQEX_URL, make_config, render, value
+from tests.support import config_yaml, make_config, render, value
 
 T = TypeVar("T")
 
@@ -167,7 +167,7 @@ def test_a_token_file_that_is_not_a_regular_file_is_one_line(
     kind: str, tmp_path: Path, fifo: Path
 ) -> None:
     path = special(kind, tmp_path, fifo)
-    text = f"parqex:\n  accounts:\n    - {{name: home, token_file: {path}}}\n"
+    text = config_yaml(parqex=[{"name": "home", "token_file": path}], base_url="")
     with pytest.raises(config.ConfigError) as raised:
         within(5, lambda: config.parse(text, "t.yaml"), f"checking a {kind} token_file")
     assert raised.value.problems == [
@@ -199,7 +199,7 @@ def test_a_token_file_over_the_secret_limit_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_bytes(b"t" * (files.SECRET_LIMIT + 1))
     path.chmod(0o600)
-    text = f"parqex:\n  accounts:\n    - {{name: home, token_file: {path}}}\n"
+    text = config_yaml(parqex=[{"name": "home", "token_file": path}], base_url="")
     with pytest.raises(config.ConfigError) as raised:
         config.parse(text, "t.yaml")
     assert raised.value.problems == [
@@ -341,7 +341,7 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkY2UtdGVzdCJ9.c2lnbmF0dXJlLXNlbnRpbmVs"
 )
 def test_a_token_written_under_a_file_key_is_never_echoed(key: str, tmp_path: Path) -> None:
     if key == "token_file":
-        text = f"parqex:\n  accounts:\n    - {{name: home, token_file: {JWT}}}\n"
+        text = config_yaml(parqex=[{"name": "home", "token_file": JWT}], base_url="")
     else:
         good = tmp_path / "good"
         good.write_text("value-123\n")
@@ -370,7 +370,7 @@ def test_a_token_of_digits_under_token_file_is_never_echoed() -> None:
 def test_a_missing_file_in_an_existing_directory_is_named(tmp_path: Path) -> None:
     path = tmp_path / "secrets" / "token"
     path.parent.mkdir()
-    text = f"parqex:\n  accounts:\n    - {{name: home, token_file: {path}}}\n"
+    text = config_yaml(parqex=[{"name": "home", "token_file": path}], base_url="")
     with pytest.raises(config.ConfigError) as raised:
         config.parse(text, "t.yaml")
     assert raised.value.problems == [
@@ -382,11 +382,10 @@ def test_a_missing_file_in_an_existing_directory_is_named(tmp_path: Path) -> Non
 # --------------------------------------------------------------------------- at run time
 
 
-TWO_ACCOUNTS = (
-    "parqex:\n  base_url: {url}\n  accounts:\n"
-    "    - {{name: filed, token_file: {path}}}\n"
-    "    - {{name: inline, token: inline-token}}\n"
-)
+def two_accounts(path: Path) -> str:
+    return config_yaml(
+        parqex=[{"name": "filed", "token_file": path}, {"name": "inline", "token": "inline-token"}]
+    )
 
 
 @pytest.fixture
@@ -394,7 +393,7 @@ def token_engine(tmp_path: Path, clouds: respx.Router) -> Iterator[tuple[Engine,
     token = tmp_path / "token"
     token.write_text("filed-token\n")
     token.chmod(0o600)
-    engine = Engine(make_config(TWO_ACCOUNTS.format(url=PARQEX_URL, path=token)))
+    engine = Engine(make_config(two_accounts(token)))
     engine.start()
     yield engine, token
     engine.close()

@@ -8,7 +8,6 @@ import math
 import pickle
 from dataclasses import fields, replace
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +20,6 @@ from exporter.models.lametric import (
     KNOWN_DEVICE_STATES,
     Parsed,
     User,
-    parse_device,
     parse_devices,
     parse_user,
 )
@@ -29,8 +27,8 @@ from exporter.models.lametric import Device as LDevice
 from exporter.models.parqex import KNOWN_DOOR_STATES, Device, Door, Sync, parse_sync
 from exporter.secret import Secret
 from exporter.sources import LametricSnapshot, undocumented_states
+from tests.support import fixture
 
-FIXTURES = Path(__file__).parent / "fixtures"
 BERLIN = ZoneInfo("Europe/Berlin")
 REASONS = {
     "missing",
@@ -48,7 +46,7 @@ API_KEY = "8adaa0c98278dbb1ecb218d1c3e11f9312317ba474ab3361f80c0bd4f13a6749"
 
 
 def load(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text())
+    return fixture(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,16 +181,16 @@ def test_lametric_devices_fixture() -> None:
 
 
 def test_lametric_device_fixture() -> None:
-    parsed = parse_device(load("lametric_device.json"))
-    assert parsed == Parsed(MY_LAMETRIC, ())
-    assert _all_fields(parsed.value) == _all_fields(MY_LAMETRIC)
-    assert parsed.value.created_at == 1425647755.0
+    parsed = parse_devices([load("lametric_device.json")])
+    assert parsed == Parsed((MY_LAMETRIC,), ())
+    assert _all_fields(parsed.value[0]) == _all_fields(MY_LAMETRIC)
+    assert parsed.value[0].created_at == 1425647755.0
 
 
 def test_lametric_zone_less_timestamp_is_utc() -> None:
     body = load("lametric_device.json")
     body["created_at"] = "2015-03-06T13:15:55"
-    assert parse_device(body).value.created_at == 1425647755.0
+    assert parse_devices([body]).value[0].created_at == 1425647755.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,11 +552,6 @@ def test_lametric_devices_wrong_top_level_shape(body: Any) -> None:
     assert parse_devices(body) == Parsed((), (Problem("devices", "wrong_type"),))
 
 
-@pytest.mark.parametrize("body", [[], [load("lametric_device.json")], "device", None, 18, True])
-def test_lametric_device_wrong_top_level_shape(body: Any) -> None:
-    assert parse_device(body) == Parsed(None, (Problem("device", "wrong_type"),))
-
-
 def test_lametric_devices_empty_list() -> None:
     assert parse_devices([]) == Parsed((), ())
 
@@ -620,11 +613,11 @@ def test_lametric_bad_device_field_in_list(key: str, attr: str, value: Any, reas
 def test_lametric_bad_field_single_device(key: str, attr: str, value: Any, reason: str) -> None:
     body = load("lametric_device.json")
     _set(body, key, value)
-    parsed = parse_device(body)
+    parsed = parse_devices([body])
     assert parsed == Parsed(
-        replace(MY_LAMETRIC, **{attr: None}), (Problem(f"device.{key}", reason),)
+        (replace(MY_LAMETRIC, **{attr: None}),), (Problem(f"device.{key}", reason),)
     )
-    assert _all_fields(parsed.value) == {**_all_fields(MY_LAMETRIC), attr: None}
+    assert _all_fields(parsed.value[0]) == {**_all_fields(MY_LAMETRIC), attr: None}
 
 
 @pytest.mark.parametrize(
@@ -645,11 +638,11 @@ def test_lametric_device_without_id_is_dropped_and_counted(value: Any, reason: s
     assert parse_devices(body) == Parsed((OTHER_LAMETRIC,), (Problem("device.id", reason),))
     single = load("lametric_device.json")
     _set(single, "id", value)
-    assert parse_device(single) == Parsed(None, (Problem("device.id", reason),))
+    assert parse_devices([single]) == Parsed((), (Problem("device.id", reason),))
 
 
 def test_lametric_string_id_and_user_id() -> None:
-    assert parse_device({**load("lametric_device.json"), "id": " 18 "}).value == MY_LAMETRIC
+    assert parse_devices([{**load("lametric_device.json"), "id": " 18 "}]).value == (MY_LAMETRIC,)
     assert parse_user({**load("lametric_user.json"), "id": "1"}).value == JOHN
 
 
@@ -703,8 +696,8 @@ def test_lametric_device_states(sent: str, kept: str, undocumented: set[str]) ->
 
 
 def test_lametric_empty_state_is_none() -> None:
-    parsed = parse_device({**load("lametric_device.json"), "state": "  "})
-    assert parsed.value == replace(MY_LAMETRIC, state=None)
+    parsed = parse_devices([{**load("lametric_device.json"), "state": "  "}])
+    assert parsed.value == (replace(MY_LAMETRIC, state=None),)
 
 
 # --------------------------------------------------------------------------------------------
@@ -727,7 +720,7 @@ def _renderings(obj: Any) -> list[str]:
 def test_api_key_is_not_in_any_rendering() -> None:
     devices = parse_devices(load("lametric_devices.json"))
     device = devices.value[0]
-    single = parse_device(load("lametric_device.json"))
+    single = parse_devices([load("lametric_device.json")])
     snapshot = LametricSnapshot(JOHN, devices.value, devices.problems)
     for obj in (device, devices, single, snapshot, [device], {"d": device}):
         for text in _renderings(obj):
@@ -971,10 +964,11 @@ def test_parse_devices_never_raises(body: Any) -> None:
 @HYPOTHESIS
 @given(body=json_values | lametric_devices)
 def test_parse_device_never_raises(body: Any) -> None:
-    parsed = parse_device(body)
+    parsed = parse_devices([body])
     _check_problems(parsed.problems)
-    if parsed.value is not None:
-        _check_lametric_device(parsed.value)
+    if parsed.value:
+        (device,) = parsed.value
+        _check_lametric_device(device)
     else:
         assert parsed.problems  # a missing device always says why
 

@@ -11,15 +11,20 @@ import respx
 from exporter.engine import Engine
 from exporter.scrape import Scraper
 from exporter.server import ExporterServer
-from tests.support import LAMETRIC_URL, PARQEX_URL, fixture, make_config, samples, value
+from tests.support import (
+    LAMETRIC_URL,
+    PARQEX_URL,
+    config_yaml,
+    fixture,
+    make_config,
+    samples,
+    value,
+)
 
 SYNC = f"{PARQEX_URL}/oauth/v1/endpoints/sync"
-CONFIG = (
-    f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n"
-    "    - {name: home, token: parqex-home}\n"
-    "    - {name: office, token: parqex-office}\n"
-    f"lametric:\n  base_url: {LAMETRIC_URL}\n  accounts:\n"
-    "    - {name: home, token: lametric-home}\n"
+CONFIG = config_yaml(
+    parqex=[{"name": "home", "token": "parqex-home"}, {"name": "office", "token": "parqex-office"}],
+    lametric=[{"name": "home", "token": "lametric-home"}],
 )
 # README: a missing, unknown or ambiguous /probe target is a 400 listing the configured accounts.
 KNOWN = "parqex/home, parqex/office, lametric/home"

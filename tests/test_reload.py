@@ -27,7 +27,7 @@ from exporter.reload import Reloader
 from exporter.scrape import Scraper
 from exporter.simulator import SimulatedCloud
 from tests.processes import ExporterProcess, start_exporter
-from tests.support import PARQEX_URL, make_config, parqex_only, render, value
+from tests.support import PARQEX_URL, config_yaml, make_config, parqex_only, render, value
 
 OK = "device_cloud_exporter_config_last_reload_successful"
 WHEN = "device_cloud_exporter_config_last_reload_success_timestamp_seconds"
@@ -44,22 +44,19 @@ def eventually(probe: Callable[[], T], what: str, timeout: float = 10) -> T:
     return result
 
 
-def parqex_config(url: str, *accounts: str, extra: str = "") -> str:
+def parqex_config(url: str, *accounts: str, **sections: object) -> str:
     """ParqEx accounts on the simulator; an account named `broken*` has a wrong token."""
-    lines = [f"parqex:\n  base_url: {url}\n  accounts:"]
-    for name in accounts:
-        token = "wrong-token" if name.startswith("broken") else "demo-parqex-token"
-        lines.append(f"    - {{name: {name}, token: {token}}}")
-    return "\n".join(lines) + "\n" + extra
+    return config_yaml(
+        parqex=[
+            {"name": n, "token": "wrong-token" if n.startswith("broken") else "demo-parqex-token"}
+            for n in accounts
+        ],
+        base_url=url,
+        **sections,
+    )
 
 
 # --------------------------------------------------------------------------- as a process
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
 
 
 @pytest.fixture
@@ -115,7 +112,7 @@ def test_a_broken_config_is_rejected_and_the_old_accounts_keep_being_scraped(
     exporter: ExporterProcess, config_file: Path, cloud: SimulatedCloud
 ) -> None:
     before = exporter.scrape().text
-    config_file.write_text(parqex_config(cloud.url, "home") + "collection:\n  timeout: 5\n")
+    config_file.write_text(parqex_config(cloud.url, "home", collection={"timeout": 5}))
     exporter.process.send_signal(signal.SIGHUP)
     text = scrape_until(exporter, lambda t: value(t, OK) == 0)
     assert value(text, WHEN) == value(before, WHEN)  # the last *successful* reload

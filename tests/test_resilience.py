@@ -15,14 +15,13 @@ import respx
 from exporter.backoff import RETRY_AFTER_CAP_SECONDS, Backoff
 from exporter.clients.http import UpstreamError
 from exporter.scrape import Scraper
-from tests.support import PARQEX_URL, fixture, value
+from tests.support import PARQEX_URL, config_yaml, fixture, value
 
 SYNC = f"{PARQEX_URL}/oauth/v1/endpoints/sync"
 
 
-def config(collection: str = "") -> str:
-    text = f"parqex:\n  base_url: {PARQEX_URL}\n  accounts:\n    - {{name: home, token: t}}\n"
-    return text + (f"collection: {{{collection}}}\n" if collection else "")
+def config(**collection: float) -> str:
+    return config_yaml(parqex=[{"name": "home", "token": "t"}], collection=collection or None)
 
 
 @pytest.fixture
@@ -43,7 +42,7 @@ def test_cache_serves_an_ha_pair_from_one_upstream_call(
     router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     route = router.get(SYNC).mock(side_effect=lambda r: ok())
-    scraper = start_scraper(config("cache_seconds: 30"))
+    scraper = start_scraper(config(cache_seconds=30))
     outputs = [scrape(scraper) for _ in range(8)]  # two servers, four scrapes each
     assert route.call_count == 1
     assert all(value(out, "parqex_up", account="home") == 1 for out in outputs)
@@ -66,7 +65,7 @@ def test_without_cache_every_scrape_calls_and_help_does_not_mention_a_cache(
 
 def test_cache_expires(router: respx.Router, start_scraper: Callable[[str], Scraper]) -> None:
     route = router.get(SYNC).mock(side_effect=lambda r: ok())
-    scraper = start_scraper(config("cache_seconds: 0.3"))
+    scraper = start_scraper(config(cache_seconds=0.3))
     scrape(scraper)
     scrape(scraper)
     assert route.call_count == 1
@@ -79,7 +78,7 @@ def test_a_failure_is_never_cached(
     router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     route = router.get(SYNC).mock(side_effect=[httpx.Response(401), ok()])
-    scraper = start_scraper(config("cache_seconds: 30"))
+    scraper = start_scraper(config(cache_seconds=30))
     assert value(scrape(scraper), "parqex_up", account="home") == 0
     assert value(scrape(scraper), "parqex_up", account="home") == 1
     assert route.call_count == 2
@@ -133,7 +132,7 @@ def test_repeated_5xx_backs_off_exponentially(
     router: respx.Router, start_scraper: Callable[[str], Scraper]
 ) -> None:
     route = router.get(SYNC).mock(return_value=httpx.Response(503))
-    scraper = start_scraper(config("backoff_base_seconds: 0.4, backoff_max_seconds: 5"))
+    scraper = start_scraper(config(backoff_base_seconds=0.4, backoff_max_seconds=5))
     scrape(scraper)
     scrape(scraper)  # a single 5xx does not back off: this one calls again
     assert route.call_count == 2
@@ -241,7 +240,7 @@ def test_another_error_between_two_5xx_ends_the_streak(
     """5xx, <other error>, 5xx is not "repeated 5xx": the cloud is asked again at once."""
     answers = iter([lambda r: httpx.Response(503), between, lambda r: httpx.Response(503)])
     route = router.get(SYNC).mock(side_effect=lambda r: next(answers, lambda r: ok())(r))
-    scraper = start_scraper(config("backoff_base_seconds: 600, backoff_max_seconds: 600"))
+    scraper = start_scraper(config(backoff_base_seconds=600, backoff_max_seconds=600))
     errors = "device_cloud_exporter_upstream_errors_total"
     _, middle, last = scrape(scraper), scrape(scraper), scrape(scraper)
     assert value(middle, errors, source="parqex", account="home", reason=reason) == 1

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,8 +19,8 @@ import pytest
 
 from exporter.simulator import SimulatedCloud
 from exporter.simulator import data as simdata
+from tests.support import SIMDATA
 
-SIMDATA = Path(__file__).parent.parent / "exporter" / "simdata"
 PARQEX = {"Authorization": "Bearer demo-parqex-token"}
 LAMETRIC = {"Authorization": "Bearer demo-lametric-token"}
 SYNC = "/oauth/v1/endpoints/sync"

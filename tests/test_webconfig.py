@@ -119,7 +119,7 @@ def test_defaults_min_version_tls12_and_paths_relative_to_the_file(
     web = webconfig.load(write(pki, TLS))
     assert web.tls is not None and web.tls.minimum_version == ssl.TLSVersion.TLSv1_2
     assert web.tls.verify_mode == ssl.CERT_NONE
-    assert not web.auth_required
+    assert web.users == {}
 
 
 def test_an_empty_file_is_plain_http_without_auth(tmp_path: Path) -> None:

@@ -107,15 +107,12 @@ async def request_json(
     token: str,
     *,
     max_bytes: int,
-    json_body: Any = None,
     auth_hint: str = "",
 ) -> Any:
     """Send an authorised request and return decoded JSON, or raise UpstreamError."""
     what = f"{method} {_path(url)}"
     try:
-        body, content_type = await _exchange(
-            client, method, url, token, json_body, max_bytes, auth_hint
-        )
+        body, content_type = await _exchange(client, method, url, token, max_bytes, auth_hint)
     except httpx.HTTPError as exc:
         failure = _transport_error(exc, what, token)
     else:
@@ -130,12 +127,11 @@ async def _exchange(
     method: str,
     url: str,
     token: str,
-    json_body: Any,
     max_bytes: int,
     hint: str,
 ) -> tuple[bytes, str]:
     headers = {"Authorization": f"Bearer {token}"}
-    async with client.stream(method, url, headers=headers, json=json_body) as response:
+    async with client.stream(method, url, headers=headers) as response:
         if response.status_code >= 300:
             try:
                 body = await _read_limited(response, ERROR_BODY_LIMIT, tolerate_overflow=True)

@@ -60,7 +60,7 @@ class Reader:
     # Each getter tries the expected type first (one dict lookup, one type check): a sync of
     # 30,000 doors reads about 400,000 fields, nearly all of them well-formed.
 
-    def str(self, key: str) -> str | None:
+    def text(self, key: str) -> str | None:
         value = self._obj.get(key)
         if type(value) is str and len(value) <= MAX_STRING_LENGTH and value.isprintable():
             return value  # isprintable() is False for every character _clean changes
@@ -72,9 +72,9 @@ class Reader:
         self.skip(key, "wrong_type")
         return None
 
-    def optional_str(self, key: str) -> str | None:
+    def optional_text(self, key: str) -> str | None:
         """A string the API may leave out or null without that being a problem."""
-        return self.str(key) if self._obj.get(key) is not None else None
+        return self.text(key) if self._obj.get(key) is not None else None
 
     def _clean(self, key: str, value: str) -> str | None:
         """`value` fit for a label: too long is skipped, unencodable characters replaced."""
@@ -106,7 +106,7 @@ class Reader:
             self.skip(key, "wrong_type" if not isinstance(value, str) else "bad_format")
         return None
 
-    def bool(self, key: str) -> bool | None:
+    def flag(self, key: str) -> bool | None:
         value = self._obj.get(key)
         if type(value) is bool:
             return value
@@ -119,7 +119,7 @@ class Reader:
     def number(
         self, key: str, *, low: float | None = None, high: float | None = None
     ) -> float | None:
-        value = self._obj.get(key)
+        value: Any = self._obj.get(key)
         kind = type(value)
         plain = (kind is int and -(2**53) <= value <= 2**53) or (
             kind is float and math.isfinite(value)

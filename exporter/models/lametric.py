@@ -52,7 +52,7 @@ def parse_user(body: Any) -> Parsed[User | None]:
     r = Reader(body, "user", problems)
     user = User(
         id=r.ident("id"),
-        name=r.str("name"),
+        name=r.text("name"),
         apps_count=r.number("apps_count", low=0),
         private_device_count=r.number("private_device_count", low=0),
         private_apps_count=r.number("private_apps_count", low=0),
@@ -72,19 +72,12 @@ def parse_devices(body: Any) -> Parsed[tuple[Device, ...]]:
     return Parsed(devices, tuple(problems))
 
 
-def parse_device(body: Any) -> Parsed[Device | None]:
-    problems: list[Problem] = []
-    if not isinstance(body, dict):
-        return Parsed(None, (Problem("device", "wrong_type"),))
-    return Parsed(_device(body, problems), tuple(problems))
-
-
 def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
     r = Reader(raw, "device", problems)
     device_id = r.ident("id")
     if device_id is None:
         return None
-    state = r.str("state")
+    state = r.text("state")
     if state is not None:
         state = state.strip().lower()
         if not state:
@@ -92,12 +85,12 @@ def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
             state = None
     return Device(
         id=device_id,
-        name=r.str("name"),
+        name=r.text("name"),
         state=state,
-        serial_number=r.str("serial_number"),
-        mac=r.str("mac"),
-        wifi_ssid=r.str("wifi_ssid"),
-        ipv4_internal=r.str("ipv4_internal"),
+        serial_number=r.text("serial_number"),
+        mac=r.text("mac"),
+        wifi_ssid=r.text("wifi_ssid"),
+        ipv4_internal=r.text("ipv4_internal"),
         created_at=r.timestamp("created_at"),
         updated_at=r.timestamp("updated_at"),
     )

@@ -70,16 +70,16 @@ def _device(raw: dict[str, Any], zone: tzinfo, problems: list[Problem]) -> Devic
     device_id = r.ident("id")
     if device_id is None:
         return None  # without an id there is no series to put the rest on
-    first, last = r.optional_str("owner_first_name"), r.optional_str("owner_last_name")
+    first, last = r.optional_text("owner_first_name"), r.optional_text("owner_last_name")
     owner = " ".join(p for p in (first, last) if p and p.strip()) or None
     return Device(
         id=device_id,
-        blackbox_code=r.str("blackbox_code"),
+        blackbox_code=r.text("blackbox_code"),
         software_version=_version(r),
         owner=owner,
-        active=r.bool("active"),
-        registered=r.bool("registered"),
-        bluetooth_onboard=r.bool("bluetooth_onboard"),
+        active=r.flag("active"),
+        registered=r.flag("registered"),
+        bluetooth_onboard=r.flag("bluetooth_onboard"),
         last_contact=r.timestamp("last_contact", zone),
         door_open_alert_threshold_seconds=r.number("time_before_door_open_alert", low=0),
         entities_controlled=r.number("number_of_entities_controlled", low=0),
@@ -97,7 +97,7 @@ def _door(raw: dict[str, Any], zone: tzinfo, problems: list[Problem]) -> Door | 
     door_id = r.ident("id")
     if door_id is None:
         return None
-    state = r.str("state")
+    state = r.text("state")
     if state is not None:
         state = state.strip().upper()
         if not state:
@@ -105,14 +105,14 @@ def _door(raw: dict[str, Any], zone: tzinfo, problems: list[Problem]) -> Door | 
             state = None
     return Door(
         id=door_id,
-        name=r.str("name"),
+        name=r.text("name"),
         entity_number=r.integer("entity_number", low=0),
-        user_relationship=r.str("user_relationship"),
+        user_relationship=r.text("user_relationship"),
         state=state,
-        active=r.bool("active"),
-        auto_close_enabled=r.bool("door_auto_close_enabled"),
+        active=r.flag("active"),
+        auto_close_enabled=r.flag("door_auto_close_enabled"),
         auto_close_delay_seconds=r.number("door_auto_close_delay", low=0),
         last_toggled=r.timestamp("last_toggled", zone),
-        bluetooth_sensor=r.bool("bluetooth_sensor"),
+        bluetooth_sensor=r.flag("bluetooth_sensor"),
         battery_level=r.number("bluetooth_sensor_battery_level", low=0, high=100),
     )

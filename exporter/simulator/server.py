@@ -94,6 +94,7 @@ class LoopbackServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
         return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
 
     def process_request(self, request: Any, client_address: Any) -> None:

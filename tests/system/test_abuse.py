@@ -24,7 +24,7 @@ import pytest
 from exporter.simulator import SimulatedCloud
 from exporter.simulator.control import add_generated_parqex_account
 from tests.processes import ExporterProcess, start_exporter
-from tests.support import value
+from tests.support import config_yaml, value
 from tests.system.conftest import wait_until
 
 pytestmark = pytest.mark.system
@@ -67,8 +67,11 @@ def address(exporter: ExporterProcess) -> tuple[str, int]:
 def config(tmp_path: Path, cloud_url: str, token: str = "demo-parqex-token") -> str:
     path = tmp_path / "config.yaml"
     path.write_text(
-        f"parqex:\n  base_url: {cloud_url}\n  accounts:\n    - {{name: home, token: {token}}}\n"
-        "collection:\n  timeout_seconds: 120\n"
+        config_yaml(
+            parqex=[{"name": "home", "token": token}],
+            base_url=cloud_url,
+            collection={"timeout_seconds": 120},
+        )
     )
     return str(path)
 
@@ -84,12 +87,6 @@ def raised_nofile() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-@pytest.fixture
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
 
 
 @pytest.fixture(scope="module")

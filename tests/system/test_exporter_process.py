@@ -12,7 +12,7 @@ import pytest
 
 from exporter.simulator import SimulatedCloud
 from tests.processes import ExporterProcess, start_exporter
-from tests.support import samples, value
+from tests.support import config_yaml, samples, value
 
 pytestmark = pytest.mark.system
 
@@ -83,20 +83,17 @@ def assert_contract(text: str) -> None:
 
 
 @pytest.fixture
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
-
-
-@pytest.fixture
 def exporter(cloud: SimulatedCloud, tmp_path: Path) -> Iterator[ExporterProcess]:
     path = tmp_path / "config.yaml"
     path.write_text(
-        f"parqex:\n  base_url: {cloud.url}\n  accounts:\n"
-        "    - {name: home, token: demo-parqex-token}\n"
-        "    - {name: broken, token: wrong-token}\n"
-        f"lametric:\n  base_url: {cloud.url}\n  accounts:\n"
-        "    - {name: home, token: '${DCE_LAMETRIC}'}\n"
+        config_yaml(
+            parqex=[
+                {"name": "home", "token": "demo-parqex-token"},
+                {"name": "broken", "token": "wrong-token"},
+            ],
+            lametric=[{"name": "home", "token": "${DCE_LAMETRIC}"}],
+            base_url=cloud.url,
+        )
     )
     process = start_exporter(
         ["--config.file", str(path)], env={"DCE_LAMETRIC": "demo-lametric-token"}
@@ -199,8 +196,7 @@ def test_demo_mode_serves_every_metric_without_an_account(tmp_path: Path) -> Non
 def test_start_up_calls_no_cloud(cloud: SimulatedCloud, tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(
-        f"parqex:\n  base_url: {cloud.url}\n  accounts:\n"
-        "    - {name: home, token: demo-parqex-token}\n"
+        config_yaml(parqex=[{"name": "home", "token": "demo-parqex-token"}], base_url=cloud.url)
     )
     process = start_exporter(["--config.file", str(path)])
     try:

@@ -19,18 +19,12 @@ import pytest
 
 from exporter.simulator import SimulatedCloud
 from tests.processes import ExporterProcess, start_exporter
-from tests.support import value
+from tests.support import config_yaml, value
 from tests.test_operator_files import BILLION_LAUGHS
 
 OK = "device_cloud_exporter_config_last_reload_successful"
 ERRORS = "device_cloud_exporter_upstream_errors_total"
 STOP_SECONDS = 5
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
 
 
 @pytest.fixture
@@ -52,9 +46,13 @@ def setup(tmp_path: Path, cloud: SimulatedCloud) -> tuple[Path, Path]:
     token.chmod(0o600)
     path = tmp_path / "config.yaml"
     path.write_text(
-        f"parqex:\n  base_url: {cloud.url}\n  accounts:\n"
-        f"    - {{name: filed, token_file: {token}}}\n"
-        "    - {name: inline, token: demo-parqex-token}\n"
+        config_yaml(
+            parqex=[
+                {"name": "filed", "token_file": token},
+                {"name": "inline", "token": "demo-parqex-token"},
+            ],
+            base_url=cloud.url,
+        )
     )
     return path, token
 

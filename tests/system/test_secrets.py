@@ -9,8 +9,6 @@ is proven to have happened by its error counter going up, not by a label that is
 
 from __future__ import annotations
 
-import copy
-import json
 import socket
 import subprocess
 import sys
@@ -22,7 +20,7 @@ import pytest
 
 from exporter.simulator import SimulatedCloud
 from tests.processes import ExporterProcess, start_exporter
-from tests.support import value
+from tests.support import config_yaml, fixture, value
 
 pytestmark = pytest.mark.system
 
@@ -56,18 +54,14 @@ def closed_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(parqex_token=None, lametric_token=None) as sim:
-        sim.add_parqex_account(PARQEX_TOKEN)
-        sim.add_parqex_account(FILE_TOKEN)
-        devices = copy.deepcopy(
-            json.loads(
-                (Path(__file__).parents[1] / "fixtures" / "lametric_devices.json").read_text()
-            )
-        )
-        devices[0]["api_key"] = API_KEY
-        sim.add_lametric_account(LAMETRIC_TOKEN, devices=devices)
-        yield sim
+def cloud(cloud: SimulatedCloud) -> SimulatedCloud:
+    """The shared cloud with this module's accounts; a device's api_key is a known secret."""
+    cloud.add_parqex_account(PARQEX_TOKEN)
+    cloud.add_parqex_account(FILE_TOKEN)
+    devices = fixture("lametric_devices.json")
+    devices[0]["api_key"] = API_KEY
+    cloud.add_lametric_account(LAMETRIC_TOKEN, devices=devices)
+    return cloud
 
 
 def write_config(tmp_path: Path, cloud: SimulatedCloud, closed_port: int) -> tuple[Path, Path]:
@@ -78,19 +72,30 @@ def write_config(tmp_path: Path, cloud: SimulatedCloud, closed_port: int) -> tup
     refresh_file.write_text(REFRESH_TOKEN + "\n")
     refresh_file.chmod(0o600)
     path = tmp_path / "config.yaml"
+    # base_url is per source, so the account that points at a closed port is an OAuth2 one:
+    # connection refused while its secrets are in the query string of the token request
+    refused = {
+        "client_id": "dce",
+        "client_secret": CLIENT_SECRET,
+        "refresh_token_file": refresh_file,
+        "token_url": f"http://127.0.0.1:{closed_port}/oauth/v2/endpoints/token/",
+    }
     path.write_text(
-        f"parqex:\n  base_url: {cloud.url}\n  accounts:\n"
-        "    - {name: inline, token: '${DCE_PARQEX}'}\n"
-        f"    - {{name: filed, token_file: {token_file}}}\n"
-        f"    - {{name: rejected, token: {BAD_TOKEN}}}\n"
-        # base_url is per source, so the account that points at a closed port is an OAuth2 one:
-        # connection refused while its secrets are in the query string of the token request
-        "    - name: refused\n      oauth2:\n        client_id: dce\n"
-        f"        client_secret: {CLIENT_SECRET}\n        refresh_token_file: {refresh_file}\n"
-        f"        token_url: http://127.0.0.1:{closed_port}/oauth/v2/endpoints/token/\n"
-        f"lametric:\n  base_url: {cloud.url}\n  accounts:\n"
-        "    - {name: clock, token: '${DCE_LAMETRIC}'}\n"
-        "collection: {timeout_seconds: 2, backoff_base_seconds: 0.1, backoff_max_seconds: 0.2}\n"
+        config_yaml(
+            parqex=[
+                {"name": "inline", "token": "${DCE_PARQEX}"},
+                {"name": "filed", "token_file": token_file},
+                {"name": "rejected", "token": BAD_TOKEN},
+                {"name": "refused", "oauth2": refused},
+            ],
+            lametric=[{"name": "clock", "token": "${DCE_LAMETRIC}"}],
+            base_url=cloud.url,
+            collection={
+                "timeout_seconds": 2,
+                "backoff_base_seconds": 0.1,
+                "backoff_max_seconds": 0.2,
+            },
+        )
     )
     return path, token_file
 

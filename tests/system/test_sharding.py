@@ -3,7 +3,7 @@ a real Prometheus against two exporter replicas, probes each account from exactl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,14 @@ def example_jobs() -> list[dict[str, Any]]:
     return yaml.safe_load("\n".join(yaml_lines))
 
 
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(parqex_token=None, lametric_token=None, live=True) as sim:
-        for name in PARQEX:
-            sim.add_parqex_account(f"parqex-{name}")
-        for name in LAMETRIC:
-            sim.add_lametric_account(f"lametric-{name}")
-        yield sim
+@pytest.fixture
+def cloud(cloud: SimulatedCloud) -> SimulatedCloud:
+    """The shared cloud with one account per name of the shipped configs."""
+    for name in PARQEX:
+        cloud.add_parqex_account(f"parqex-{name}")
+    for name in LAMETRIC:
+        cloud.add_lametric_account(f"lametric-{name}")
+    return cloud
 
 
 def test_shipped_file_sd_targets_are_the_shipped_configs_accounts(

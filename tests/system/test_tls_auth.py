@@ -23,7 +23,7 @@ from cryptography import x509
 
 from exporter.simulator import SimulatedCloud
 from tests.processes import ExporterProcess, start_exporter
-from tests.support import value
+from tests.support import config_yaml, value
 from tests.system.conftest import PrometheusAPI, wait_until
 
 pytestmark = pytest.mark.system
@@ -64,12 +64,6 @@ def trusting(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[SimulatedCloud]:
-    with SimulatedCloud(live=True) as sim:
-        yield sim
-
-
 @pytest.fixture
 def pki(tmp_path: Path, ca: trustme.CA) -> Path:
     leaf = ca.issue_cert("127.0.0.1")
@@ -87,8 +81,7 @@ def run(pki: Path, cloud: SimulatedCloud) -> Iterator[Callable[[str], ExporterPr
     def start(web: str) -> ExporterProcess:
         (pki / "web.yml").write_text(web)
         (pki / "config.yaml").write_text(
-            f"parqex:\n  base_url: {cloud.url}\n  accounts:\n"
-            "    - {name: home, token: demo-parqex-token}\n"
+            config_yaml(parqex=[{"name": "home", "token": "demo-parqex-token"}], base_url=cloud.url)
         )
         process = start_exporter(
             ["--config.file", str(pki / "config.yaml"), "--web.config.file", str(pki / "web.yml")]

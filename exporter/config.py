@@ -549,7 +549,7 @@ def _type_fix(kind: str) -> str:
         return STRING_FIX
     if kind.startswith(("list", "model", "dict")):
         return "see the example config.yaml for the expected structure"
-    return "see the configuration reference in README.md"
+    return "see the configuration reference in docs/configuration.md"
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

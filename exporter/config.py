@@ -22,6 +22,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -141,6 +142,12 @@ def _credential(value: SecretStr | None, key: str, empty_fix: str) -> SecretStr 
     return SecretStr(trimmed)
 
 
+def _path_from_str(value: Any) -> Any:
+    # strict mode refuses str for Path; a YAML file can only give a str.
+    return Path(value) if isinstance(value, str) else value
+
+
+FilePath = Annotated[Path, BeforeValidator(_path_from_str)]
 TokenUrl = Annotated[str, AfterValidator(_check_token_url)]
 ClientId = Annotated[str, AfterValidator(_check_client_id)]
 
@@ -150,14 +157,9 @@ class OAuth2(_Strict):
 
     client_id: ClientId
     client_secret: SecretStr | None = None
-    client_secret_file: Path | None = None
-    refresh_token_file: Path
+    client_secret_file: FilePath | None = None
+    refresh_token_file: FilePath
     token_url: TokenUrl | None = None  # None: the cloud's documented endpoint below base_url
-
-    @field_validator("client_secret_file", "refresh_token_file", mode="before")
-    @classmethod
-    def _path_from_str(cls, value: Any) -> Any:
-        return Path(value) if isinstance(value, str) else value
 
     @field_validator("client_id", "client_secret", mode="before")
     @classmethod
@@ -190,14 +192,8 @@ class Account(_Strict):
 
     name: AccountName
     token: SecretStr | None = None
-    token_file: Path | None = None
+    token_file: FilePath | None = None
     oauth2: OAuth2 | None = None
-
-    @field_validator("token_file", mode="before")
-    @classmethod
-    def _path_from_str(cls, value: Any) -> Any:
-        # strict mode refuses str for Path; a YAML file can only give a str.
-        return Path(value) if isinstance(value, str) else value
 
     @field_validator("token")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol, TypeVar
@@ -75,6 +75,17 @@ class Reader:
     def optional_text(self, key: str) -> str | None:
         """A string the API may leave out or null without that being a problem."""
         return self.text(key) if self._obj.get(key) is not None else None
+
+    def state(self, key: str, normalise: Callable[[str], str]) -> str | None:
+        """A state word, trimmed and normalised (upper- or lower-cased); blank is bad_format."""
+        value = self.text(key)
+        if value is None:
+            return None
+        value = normalise(value.strip())
+        if not value:
+            self.skip(key, "bad_format")
+            return None
+        return value
 
     def _clean(self, key: str, value: str) -> str | None:
         """`value` fit for a label: too long is skipped, unencodable characters replaced."""

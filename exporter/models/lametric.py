@@ -77,16 +77,10 @@ def _device(raw: dict[str, Any], problems: list[Problem]) -> Device | None:
     device_id = r.ident("id")
     if device_id is None:
         return None
-    state = r.text("state")
-    if state is not None:
-        state = state.strip().lower()
-        if not state:
-            r.skip("state", "bad_format")
-            state = None
     return Device(
         id=device_id,
         name=r.text("name"),
-        state=state,
+        state=r.state("state", str.lower),
         serial_number=r.text("serial_number"),
         mac=r.text("mac"),
         wifi_ssid=r.text("wifi_ssid"),

@@ -97,18 +97,12 @@ def _door(raw: dict[str, Any], zone: tzinfo, problems: list[Problem]) -> Door | 
     door_id = r.ident("id")
     if door_id is None:
         return None
-    state = r.text("state")
-    if state is not None:
-        state = state.strip().upper()
-        if not state:
-            r.skip("state", "bad_format")
-            state = None
     return Door(
         id=door_id,
         name=r.text("name"),
         entity_number=r.integer("entity_number", low=0),
         user_relationship=r.text("user_relationship"),
-        state=state,
+        state=r.state("state", str.upper),
         active=r.flag("active"),
         auto_close_enabled=r.flag("door_auto_close_enabled"),
         auto_close_delay_seconds=r.number("door_auto_close_delay", low=0),

@@ -78,7 +78,11 @@ def run_generator(
     parser.add_argument("--output", type=Path, default=output)
     parser.add_argument("--check", action="store_true", help="fail if the output is stale")
     args = parser.parse_args(argv)
-    text = render_text(load_thresholds(args.thresholds))
+    try:
+        text = render_text(load_thresholds(args.thresholds))
+    except (OSError, ValueError) as exc:  # a user's mistake: one line, no traceback
+        print(f"error: {args.thresholds}: {exc}", file=sys.stderr)
+        return 1
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
         if current != text:

@@ -514,15 +514,19 @@ def test_every_dashboard_expression_parses(dashboard: dict[str, Any], tmp_path: 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_both_generators_refuse_a_bad_thresholds_file(tmp_path: Path) -> None:
-    """One reader checks thresholds.yml for the alerts and the dashboard alike."""
+def test_both_generators_refuse_a_bad_thresholds_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One reader checks thresholds.yml for the alerts and the dashboard alike; the user gets
+    one line naming the file and the problem, and exit status 1, not a traceback."""
     bad = tmp_path / "thresholds.yml"
     text = (PROM_DIR / "thresholds.yml").read_text(encoding="utf-8")
     bad.write_text(text.replace("battery_critical_ratio:", "battery_critical_ratio: 0.9 #"))
     for module in (generate_alerts, generate_dashboard):
         out = tmp_path / f"{module.__name__}.out"
-        with pytest.raises(ValueError, match="battery_critical_ratio must be below"):
-            module.main(["--thresholds", str(bad), "--output", str(out)])
+        assert module.main(["--thresholds", str(bad), "--output", str(out)]) == 1
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"error: {bad}: ") and "battery_critical_ratio must be below" in line
         assert not out.exists()
 
 

@@ -148,6 +148,17 @@ def _path_from_str(value: Any) -> Any:
 
 
 FilePath = Annotated[Path, BeforeValidator(_path_from_str)]
+
+
+def _exactly_one(model: BaseModel, keys: tuple[str, ...], who: str, add: str) -> None:
+    """Of `keys`, exactly one is set; otherwise one line that says which and how to fix it."""
+    given = [key for key in keys if getattr(model, key) is not None]
+    if len(given) != 1:
+        raise ValueError(
+            f"{who} exactly one of {', '.join(keys)}; fix: " + ("keep only one" if given else add)
+        )
+
+
 TokenUrl = Annotated[str, AfterValidator(_check_token_url)]
 ClientId = Annotated[str, AfterValidator(_check_client_id)]
 
@@ -174,16 +185,12 @@ class OAuth2(_Strict):
 
     @model_validator(mode="after")
     def _one_secret(self) -> OAuth2:
-        given = [k for k in ("client_secret", "client_secret_file") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "needs exactly one of client_secret, client_secret_file; fix: "
-                + (
-                    "keep only one"
-                    if given
-                    else "add client_secret: ${ENV_VAR} or client_secret_file: PATH"
-                )
-            )
+        _exactly_one(
+            self,
+            ("client_secret", "client_secret_file"),
+            "needs",
+            "add client_secret: ${ENV_VAR} or client_secret_file: PATH",
+        )
         return self
 
 
@@ -202,12 +209,12 @@ class Account(_Strict):
 
     @model_validator(mode="after")
     def _one_credential(self) -> Account:
-        given = [key for key in ("token", "token_file", "oauth2") if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "an account needs exactly one of token, token_file, oauth2; fix: "
-                + ("keep only one" if given else "add token: ${ENV_VAR}, token_file or oauth2")
-            )
+        _exactly_one(
+            self,
+            ("token", "token_file", "oauth2"),
+            "an account needs",
+            "add token: ${ENV_VAR}, token_file or oauth2",
+        )
         return self
 
 

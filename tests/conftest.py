@@ -15,7 +15,15 @@ from exporter.outcome import ReloadStatus
 from exporter.reload import Reloader
 from exporter.scrape import Scraper
 from exporter.simulator import SimulatedCloud
-from tests.support import PARQEX_URL, fixture, make_config, parqex_only
+from tests.support import (
+    NOW,
+    PARQEX_URL,
+    fixture,
+    make_config,
+    mock_clouds,
+    parqex_only,
+    two_cloud_config,
+)
 
 
 @pytest.fixture
@@ -67,3 +75,16 @@ def running(tmp_path: Path) -> Iterator[tuple[Scraper, Reloader, Path]]:
         thread.join(10)
         assert not thread.is_alive(), "an old engine was never closed"
     scraper.engine.close()
+
+
+@pytest.fixture
+def scraper() -> Iterator[Scraper]:
+    """A Scraper over both mocked clouds (the documents' examples), its clock at NOW."""
+    with respx.mock(assert_all_called=False) as router:
+        mock_clouds(router)
+        engine = Engine(make_config(two_cloud_config()))
+        engine.start()
+        try:
+            yield Scraper(engine, clock=lambda: NOW)
+        finally:
+            engine.close()

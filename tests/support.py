@@ -21,6 +21,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SIMDATA = Path(config.__file__).parent / "simdata"
 PARQEX_URL = "https://parqex.test"  # never the real hosts: respx answers for these
 LAMETRIC_URL = "https://lametric.test"
+NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z: scrape time for the age metrics
 
 
 def fixture_path(name: str) -> Path:

@@ -4,34 +4,19 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 
 import pytest
-import respx
 
 from exporter.engine import Engine
 from exporter.scrape import Scraper
-from tests.support import FIXTURES, make_config, mock_clouds, two_cloud_config
+from tests.support import FIXTURES, make_config, two_cloud_config
 
 GOLDEN = FIXTURES / "golden.prom"
-NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z: scrape time for the age metrics
 # Values that depend on the wall clock or the machine are replaced before comparing.
 VARYING = re.compile(
     r"^((?:parqex|lametric)_(?:scrape_duration_seconds|last_success_timestamp_seconds)\{.*\}"
     r"|device_cloud_exporter_build_info)(?:\{.*\})? .*$"
 )
-
-
-@pytest.fixture
-def scraper() -> Iterator[Scraper]:
-    with respx.mock(assert_all_called=False) as router:
-        mock_clouds(router)
-        engine = Engine(make_config(two_cloud_config()))
-        engine.start()
-        try:
-            yield Scraper(engine, clock=lambda: NOW)
-        finally:
-            engine.close()
 
 
 def normalised(body: bytes) -> str:

@@ -5,18 +5,14 @@ from __future__ import annotations
 import gzip
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-import respx
 from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter import negotiate
-from exporter.engine import Engine
 from exporter.negotiate import OPENMETRICS, TEXT
 from exporter.scrape import Scraper
-from tests.support import make_config, mock_clouds, two_cloud_config
 
 PROMETHEUS_2 = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
@@ -93,18 +89,6 @@ def test_no_header_raises(text: str) -> None:
 
 
 # --------------------------------------------------------------------------- render
-
-
-@pytest.fixture
-def scraper() -> Iterator[Scraper]:
-    with respx.mock(assert_all_called=False) as router:
-        mock_clouds(router)
-        engine = Engine(make_config(two_cloud_config()))
-        engine.start()
-        try:
-            yield Scraper(engine)
-        finally:
-            engine.close()
 
 
 @pytest.mark.parametrize(

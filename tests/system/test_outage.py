@@ -31,9 +31,9 @@ from tests.system.test_stack import (
     PROM_DIR,
     alertmanager_config,
     fast_rules,
-    is_alert,
     parse_time,
     prometheus_config,
+    wait_for_named_alert,
 )
 
 pytestmark = pytest.mark.system
@@ -113,11 +113,7 @@ def test_door_alert_survives_three_failed_scrapes_and_resolves_only_when_closed(
 
     opened = time.time()
     sim.set_door(KITTY, state="OPEN")
-    firing = webhook.wait_for_alert(
-        lambda a: is_alert(a, "DeviceCloudDoorOpen", "Kitty", "firing"),
-        DEADLINE,
-        "DeviceCloudDoorOpen firing for Kitty",
-    )
+    firing = wait_for_named_alert(webhook, "DeviceCloudDoorOpen", "Kitty", "firing")
     assert parse_time(firing["startsAt"]) >= math.floor(opened) + THRESHOLD
 
     # The ParqEx cloud fails the next three collections, then works again.
@@ -159,11 +155,7 @@ def test_door_alert_survives_three_failed_scrapes_and_resolves_only_when_closed(
 
     closed = time.time()
     sim.set_door(KITTY, state="CLOSED")
-    resolved = webhook.wait_for_alert(
-        lambda a: is_alert(a, "DeviceCloudDoorOpen", "Kitty", "resolved"),
-        DEADLINE,
-        "DeviceCloudDoorOpen resolved for Kitty",
-    )
+    resolved = wait_for_named_alert(webhook, "DeviceCloudDoorOpen", "Kitty", "resolved")
     # Exactly one firing notification, and the only resolved one came after the door closed.
     notes = kitty_door_open(webhook)
     assert notes == [("firing", firing["startsAt"]), ("resolved", firing["startsAt"])], notes

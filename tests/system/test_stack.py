@@ -229,14 +229,22 @@ def parse_time(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-def is_alert(alert: dict[str, Any], alertname: str, name: str, status: str) -> bool:
-    labels = alert["labels"]
-    return (
-        labels.get("alertname") == alertname
-        and labels.get("name") == name
-        and labels.get("account") == "home"
-        and alert["status"] == status
-    )
+def wait_for_named_alert(
+    webhook: WebhookReceiver, alertname: str, name: str, status: str, what: str | None = None
+) -> dict[str, Any]:
+    """The first notification of `alertname` (`firing` or `resolved`) for the door or clock
+    called `name` in account home, waited for at the webhook."""
+
+    def wanted(alert: dict[str, Any]) -> bool:
+        labels = alert["labels"]
+        return (
+            labels.get("alertname") == alertname
+            and labels.get("name") == name
+            and labels.get("account") == "home"
+            and alert["status"] == status
+        )
+
+    return webhook.wait_for_alert(wanted, DEADLINE, f"{alertname} {status} for {what or name}")
 
 
 # --------------------------------------------------------------------------- tests
@@ -440,11 +448,7 @@ def test_door_held_open_past_its_threshold_alerts_by_name_and_resolves(stack: St
 
         opened = time.time()
         sim.set_door(KITTY, state="OPEN")
-        alert = webhook.wait_for_alert(
-            lambda a: is_alert(a, "DeviceCloudDoorOpen", "Kitty", "firing"),
-            DEADLINE,
-            "DeviceCloudDoorOpen firing for Kitty",
-        )
+        alert = wait_for_named_alert(webhook, "DeviceCloudDoorOpen", "Kitty", "firing")
         # Not before the controller's threshold had passed (ParqEx times are whole seconds).
         assert parse_time(alert["startsAt"]) >= math.floor(opened) + threshold
         assert alert["labels"]["severity"] == "warning"
@@ -455,11 +459,7 @@ def test_door_held_open_past_its_threshold_alerts_by_name_and_resolves(stack: St
         )
 
         sim.set_door(KITTY, state="CLOSED")
-        resolved = webhook.wait_for_alert(
-            lambda a: is_alert(a, "DeviceCloudDoorOpen", "Kitty", "resolved"),
-            DEADLINE,
-            "DeviceCloudDoorOpen resolved for Kitty",
-        )
+        resolved = wait_for_named_alert(webhook, "DeviceCloudDoorOpen", "Kitty", "resolved")
         assert resolved["startsAt"] == alert["startsAt"]
         assert parse_time(resolved["endsAt"]) > parse_time(resolved["startsAt"])
     finally:
@@ -471,10 +471,12 @@ def test_low_battery_alerts_by_name_and_resolves(stack: Stack) -> None:
     sim, prometheus, webhook = stack.sim, stack.prometheus, stack.webhook
     try:
         sim.set_door(LAST_DOOR, battery=15)
-        alert = webhook.wait_for_alert(
-            lambda a: is_alert(a, "DeviceCloudDoorSensorBatteryLow", LAST_DOOR_NAME, "firing"),
-            DEADLINE,
-            "DeviceCloudDoorSensorBatteryLow firing for the last door",
+        alert = wait_for_named_alert(
+            webhook,
+            "DeviceCloudDoorSensorBatteryLow",
+            LAST_DOOR_NAME,
+            "firing",
+            what="the last door",
         )
         assert alert["labels"]["severity"] == "warning"
         assert f'door "{LAST_DOOR_NAME}"' in alert["annotations"]["description"]
@@ -485,10 +487,12 @@ def test_low_battery_alerts_by_name_and_resolves(stack: Stack) -> None:
         )
 
         sim.set_door(LAST_DOOR, battery=98)
-        webhook.wait_for_alert(
-            lambda a: is_alert(a, "DeviceCloudDoorSensorBatteryLow", LAST_DOOR_NAME, "resolved"),
-            DEADLINE,
-            "DeviceCloudDoorSensorBatteryLow resolved for the last door",
+        wait_for_named_alert(
+            webhook,
+            "DeviceCloudDoorSensorBatteryLow",
+            LAST_DOOR_NAME,
+            "resolved",
+            what="the last door",
         )
     finally:
         sim.set_door(LAST_DOOR, battery=98)

@@ -34,6 +34,14 @@ from tests.support import config_yaml, make_config, render, value
 T = TypeVar("T")
 
 
+def only_problem(text: str) -> str:
+    """The one line a config refused as t.yaml is refused with."""
+    with pytest.raises(config.ConfigError) as raised:
+        config.parse(text, "t.yaml")
+    (line,) = raised.value.problems
+    return line
+
+
 # The ~600-byte "billion laughs": 9 levels of 10 aliases, 10**9 strings once expanded.
 BILLION_LAUGHS = (
     'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
@@ -290,18 +298,14 @@ def test_a_small_bomb_is_refused_for_what_it_expands_to_not_for_its_alias_count(
 
 def test_a_recursive_alias_is_one_line() -> None:
     text = "parqex:\n  accounts:\n    - {name: home, token: abcdefgh}\nloop: &loop [*loop]\n"
-    with pytest.raises(config.ConfigError) as raised:
-        config.parse(text, "t.yaml")
-    (line,) = raised.value.problems
+    line = only_problem(text)
     assert line.startswith("t.yaml: line 4, column ")
     assert "an alias inside the value it refers to" in line
 
 
 def test_too_deep_nesting_is_one_line() -> None:
     text = "x: " + "[" * 5000 + "]" * 5000 + "\n"
-    with pytest.raises(config.ConfigError) as raised:
-        config.parse(text, "t.yaml")
-    (line,) = raised.value.problems
+    line = only_problem(text)
     assert line.startswith("t.yaml: ") and "nested more than" in line
 
 
@@ -348,9 +352,7 @@ def test_a_token_written_under_a_file_key_is_never_echoed(key: str, tmp_path: Pa
         fields = {"client_secret_file": good, "refresh_token_file": good}
         fields[key.split(".")[1]] = JWT  # type: ignore[assignment]
         text = oauth_yaml(*fields.values())  # type: ignore[arg-type]
-    with pytest.raises(config.ConfigError) as raised:
-        config.parse(text, "t.yaml")
-    (line,) = raised.value.problems
+    line = only_problem(text)
     assert JWT not in line and "eyJhbGciOi" not in line
     assert (
         f"parqex.accounts[0].{key}: no such file (the value is not shown: neither it nor its "
@@ -361,9 +363,7 @@ def test_a_token_written_under_a_file_key_is_never_echoed(key: str, tmp_path: Pa
 
 def test_a_token_of_digits_under_token_file_is_never_echoed() -> None:
     text = "parqex:\n  accounts:\n    - {name: home, token_file: 8675309123456}\n"
-    with pytest.raises(config.ConfigError) as raised:
-        config.parse(text, "t.yaml")
-    (line,) = raised.value.problems
+    line = only_problem(text)
     assert "8675309123456" not in line and "parqex.accounts[0].token_file" in line
 
 

@@ -228,6 +228,28 @@ def test_request_method_path_and_exact_headers(endpoint: Endpoint) -> None:
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=ENDPOINT_IDS)
+def test_cookies_a_cloud_sets_are_never_sent_back(endpoint: Endpoint) -> None:
+    """Bearer tokens are the only credential: a Set-Cookie is neither parsed nor returned."""
+    ok = fixture_bytes(endpoint.ok_fixture)
+    with respx.mock(base_url=endpoint.base, assert_all_called=False) as mock:
+        route = mock.route(method=endpoint.method, path=endpoint.path)
+        route.return_value = httpx.Response(
+            200, content=ok, headers={"Set-Cookie": "session=abc123; Path=/"}
+        )
+
+        async def twice() -> httpx.Cookies:
+            async with new_client(timeout=TIMEOUT) as http:
+                await endpoint.call(http, TOKEN, MAX_BYTES)
+                await endpoint.call(http, TOKEN, MAX_BYTES)
+                return http.cookies
+
+        cookies = asyncio.run(twice())
+    assert route.call_count == 2
+    assert all("cookie" not in call.request.headers for call in route.calls)
+    assert not cookies
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=ENDPOINT_IDS)
 def test_request_body(endpoint: Endpoint) -> None:
     """Every call is a read: a GET without a body."""
     _, route = call(endpoint, httpx.Response(200, content=fixture_bytes(endpoint.ok_fixture)))

@@ -15,21 +15,23 @@ AUTH_HINT = "LaMetric rejected the token; fix: renew the account's access token"
 class LametricClient:
     def __init__(self, http: httpx.AsyncClient, base_url: str, *, max_bytes: int) -> None:
         self._http = http
-        self._base = base_url.rstrip("/")
+        base = base_url.rstrip("/")
+        self._user_url = httpx.URL(base + USER_PATH)
+        self._devices_url = httpx.URL(base + DEVICES_PATH)
         self._max_bytes = max_bytes
 
-    async def _get(self, path: str, token: str) -> object:
+    async def _get(self, url: httpx.URL, token: str) -> object:
         return await request_json(
             self._http,
             "GET",
-            self._base + path,
+            url,
             token,
             max_bytes=self._max_bytes,
             auth_hint=AUTH_HINT,
         )
 
     async def user(self, token: str) -> Parsed[User | None]:
-        return parse_user(await self._get(USER_PATH, token))
+        return parse_user(await self._get(self._user_url, token))
 
     async def devices(self, token: str) -> Parsed[tuple[Device, ...]]:
-        return parse_devices(await self._get(DEVICES_PATH, token))
+        return parse_devices(await self._get(self._devices_url, token))

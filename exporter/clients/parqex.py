@@ -21,7 +21,7 @@ class ParqexClient:
         self, http: httpx.AsyncClient, base_url: str, *, zone: tzinfo, max_bytes: int
     ) -> None:
         self._http = http
-        self._url = base_url.rstrip("/") + SYNC_PATH
+        self._url = httpx.URL(base_url.rstrip("/") + SYNC_PATH)
         self._zone = zone
         self._max_bytes = max_bytes
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import respx
+from respx.mocks import HTTPCoreMocker
 
 from exporter import config
+from exporter.clients import http
+from exporter.clients.transport import AiohttpTransport
 from exporter.engine import Engine
 from exporter.outcome import ReloadStatus
 from exporter.reload import Reloader
@@ -24,6 +28,36 @@ from tests.support import (
     parqex_only,
     two_cloud_config,
 )
+
+
+class _RespxOrAiohttp(httpx.AsyncBaseTransport):
+    """The production transport, except while respx mocks: then httpx's own, which respx patches.
+
+    respx intercepts httpcore, below httpx's default transport; a request through aiohttp would
+    slip past it to the real network. Chosen per request, so a client built before respx
+    starts (an engine in a fixture) is still intercepted.
+    """
+
+    def __init__(self, tls: ssl.SSLContext, limits: httpx.Limits) -> None:
+        self._real = AiohttpTransport(tls=tls, limits=limits)
+        self._mockable = httpx.AsyncHTTPTransport(verify=tls, limits=limits, trust_env=False)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._mockable if HTTPCoreMocker.routers else self._real
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._mockable.aclose()
+        await self._real.aclose()
+
+
+@pytest.fixture(autouse=True)
+def respx_sees_our_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every client new_client makes goes through respx while respx mocks (see above).
+
+    tests/test_transport.py overrides this fixture to test the production transport as it is.
+    """
+    monkeypatch.setattr(http, "make_transport", _RespxOrAiohttp)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import certifi
 import httpx
 
 from exporter import __version__
+from exporter.clients.transport import AiohttpTransport
 from exporter.secret import scrub
 
 REASONS: Final = (
@@ -72,19 +73,33 @@ class _NoCookies(http.cookiejar.CookieJar):
         return None
 
 
+# Per account: at most 8 connections, idle ones kept for 5 s (httpx's default expiry). The
+# aiohttp transport has no bound of its own on idle connections: all 8 may stay open, not 4.
+LIMITS: Final = httpx.Limits(max_connections=8, max_keepalive_connections=4, keepalive_expiry=5.0)
+
+
+def make_transport(tls: ssl.SSLContext, limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    """The transport of every client new_client makes: aiohttp's HTTP/1.1 under httpx's API.
+
+    See exporter.clients.transport for why. This function is the one seam for tests: respx
+    intercepts httpx's own transport (httpcore), so tests/conftest.py replaces it with one that
+    uses httpx's transport while respx is mocking, and this one otherwise.
+    """
+    return AiohttpTransport(tls=tls, limits=limits)
+
+
 def new_client(*, timeout: float, tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
     """A long-lived client for one account: keep-alive connections survive between scrapes.
 
-    One client per account, not per source: httpcore's pool scans every connection for every
-    queued request (encode/httpcore#1035), so a single pool for a hundred accounts spent more
-    CPU on bookkeeping than on the answers. Small pools keep that cost linear.
+    One client per account, not per source: a small pool per account keeps the pool's
+    bookkeeping linear (httpcore's pool scanned every connection for every queued request,
+    encode/httpcore#1035). The client's transport owns the pool; closing the client closes it.
     """
     return httpx.AsyncClient(
         headers=default_headers(),
         cookies=_NoCookies(),
         timeout=httpx.Timeout(timeout),
-        verify=tls if tls is not None else tls_context(),
-        limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        transport=make_transport(tls if tls is not None else tls_context(), LIMITS),
         follow_redirects=True,  # httpx drops Authorization when a redirect leaves the origin
         max_redirects=3,
         trust_env=False,

@@ -332,6 +332,19 @@ def test_a_gzip_bomb_costs_at_most_max_bytes(kind: str, sim: SimulatedCloud) -> 
     assert peak < 16 * MAX_BYTES, f"peak {peak} bytes"
 
 
+def test_proxy_variables_in_the_environment_are_ignored(
+    kind: str, sim: SimulatedCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, nowhere)  # a proxy that refuses every connection
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert fetch(sim.url + SYNC_PATH)["devices"]
+    assert len(sim.requests) == 1
+
+
 # --------------------------------------------------------------------------------------------
 # Redirects: httpx follows them, above the transport
 # --------------------------------------------------------------------------------------------

@@ -103,9 +103,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await session.request(
                 request.method,
                 yarl.URL(str(request.url), encoded=True),
-                headers=[
-                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                ],
+                headers=_headers(request),
                 data=body or None,
                 allow_redirects=False,
                 timeout=self._timeout(request),
@@ -163,6 +161,7 @@ class _Body(httpx.AsyncByteStream):
 
 
 def _headers(request: httpx.Request) -> list[tuple[str, str]]:
+    """httpx's headers, names spelled and ordered as httpx has them, duplicates kept."""
     return [
         (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
     ]

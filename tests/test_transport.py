@@ -96,9 +96,12 @@ Answer = Callable[[bytes], bytes | None]
 class RawServer:
     """A loopback HTTP/1.1 server of a few lines; counts connections and keeps request heads."""
 
-    def __init__(self, answer: Answer, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, answer: Answer, *, tls: ssl.SSLContext | None = None, idle_close: bool = False
+    ) -> None:
         self.answer = answer
         self.tls = tls
+        self.idle_close = idle_close  # hang up after each answer, without saying so
         self.heads: list[bytes] = []
         self.accepted = 0
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -163,7 +166,7 @@ class RawServer:
                 self._stop.wait()  # never answer, never hang up
                 return
             conn.sendall(reply)
-            if not reply or b"Connection: close" in reply:
+            if not reply or b"Connection: close" in reply or self.idle_close:
                 return
 
 
@@ -423,14 +426,11 @@ def test_a_body_cut_short_is_connect(kind: str, reply: bytes) -> None:
     ids=["nothing", "half-a-head", "not-http"],
 )
 def test_a_hang_up_or_junk_before_the_answer_is_connect(kind: str, reply: bytes) -> None:
-    with (
-        RawServer(lambda _: reply + b"Connection: close")
-        if reply
-        else RawServer(lambda _: b"") as server
-    ):
+    with RawServer(lambda _: reply + b"Connection: close" if reply else b"") as server:
         error = failure(server.url + SYNC_PATH)
     assert error.reason == "connect"
     assert "RemoteProtocolError" in error.message
+    assert len(server.heads) == 1  # not sent again (aiohttp would, by itself, once)
 
 
 def test_a_gzip_stream_cut_inside_a_complete_body_is_decode(kind: str) -> None:
@@ -483,6 +483,21 @@ def test_two_requests_share_one_kept_alive_connection(kind: str, sim: SimulatedC
     asyncio.run(go())
     ports = [r.client_port for r in sim.requests]
     assert len(ports) == 2 and ports[0] == ports[1], ports
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_used(kind: str) -> None:
+    """A cloud closing idle connections sooner than we do: a new connection, not an error."""
+
+    async def go() -> None:
+        async with new_client(timeout=5) as client:
+            for _ in range(2):
+                url = httpx.URL(server.url + SYNC_PATH)
+                await request_json(client, "GET", url, TOKEN, max_bytes=MAX_BYTES)
+                await asyncio.sleep(0.2)  # the server's FIN arrives meanwhile
+
+    with RawServer(ok(), idle_close=True) as server:
+        asyncio.run(go())
+    assert (server.accepted, len(server.heads)) == (2, 2)
 
 
 def test_a_body_abandoned_half_way_is_not_reused(kind: str) -> None:

@@ -72,6 +72,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             max_field_size=MAX_FIELD_SIZE,
             max_headers=MAX_HEADERS,
         )
+        # aiohttp sends a GET again, once, when the server hangs up without an answer (RFC 9112
+        # allows it); httpx never did, and a cloud must see the requests it saw before. Its
+        # own test client turns this off the same way; there is no public switch. A kept-alive
+        # connection the server has closed is still dropped before use, as httpcore did.
+        self._session._retry_connection = False
         return self._session
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:

@@ -498,3 +498,19 @@ def test_a_malformed_field_is_logged_once_per_account(
             ("the API sent an undocumented state; exported as its own state value", "AJAR"),
         ]
     )
+
+
+def test_without_a_cache_no_snapshot_outlives_its_scrape(
+    router: respx.Router, start_scraper: Callable[[str], Scraper]
+) -> None:
+    """With cache_seconds 0 (the default) nothing reads a snapshot again: a big fleet's parsed
+    devices must not stay in memory between scrapes."""
+    import gc
+
+    from exporter.models.parqex import Sync
+
+    router.get(SYNC).mock(return_value=good_sync())
+    scraper = start_scraper(config_text())
+    assert value(scrape(scraper), "parqex_door_open", **GOOD_DOOR) == 1
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, Sync)] == []

@@ -110,13 +110,26 @@ async def request_json(
     auth_hint: str = "",
 ) -> Any:
     """Send an authorised request and return decoded JSON, or raise UpstreamError."""
-    what = f"{method} {_path(url)}"
+    body, content_type = await request_body(
+        client, method, url, token, max_bytes=max_bytes, auth_hint=auth_hint
+    )
+    return decode_json(body, content_type, f"{method} {_path(url)}")
+
+
+async def request_body(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    token: str,
+    *,
+    max_bytes: int,
+    auth_hint: str = "",
+) -> tuple[bytes, str]:
+    """Like `request_json`, but the body undecoded, with its content type (for `decode_json`)."""
     try:
-        body, content_type = await _exchange(client, method, url, token, max_bytes, auth_hint)
+        return await _exchange(client, method, url, token, max_bytes, auth_hint)
     except httpx.HTTPError as exc:
-        failure = _transport_error(exc, what, token)
-    else:
-        return decode_json(body, content_type, what)
+        failure = _transport_error(exc, f"{method} {_path(url)}", token)
     # Raised outside the except block, so the httpx exception (whose request holds the
     # Authorization header) is not kept as this error's __context__.
     raise failure

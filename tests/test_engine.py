@@ -365,10 +365,10 @@ def test_a_bug_in_one_account_does_not_fail_the_scrape(
 ) -> None:
     from exporter.clients import parqex
 
-    def crash(body: object, zone: object) -> None:
+    def crash(body: object, zone: object, loads: object) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(parqex, "parse_sync", crash)
+    monkeypatch.setattr(parqex, "decode_sync", crash)
     router.get(SYNC).mock(return_value=good_sync())
     with caplog.at_level(logging.ERROR):
         out = scrape(start_scraper(config_text()))

@@ -10,7 +10,6 @@ import copy
 import json
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, timedelta, timezone, tzinfo
 from typing import Any
 from unittest import mock
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from exporter.clients.http import UpstreamError, decode_json
 from exporter.models import parqex

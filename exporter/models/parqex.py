@@ -16,7 +16,6 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Annotated, Any, Literal
 
@@ -27,8 +26,12 @@ from exporter.models.fields import MAX_STRING_LENGTH, Problem, Reader, epoch_sec
 KNOWN_DOOR_STATES: tuple[str, ...] = ("OPEN", "CLOSED")
 
 
-@dataclass(frozen=True, slots=True)
-class Door:
+# Structs, not dataclasses: a 100,000-device answer makes 400,000 of them, and a struct is
+# built in a third of the time and, with gc=False (they hold no cycles), never walked by the
+# garbage collector.
+
+
+class Door(msgspec.Struct, frozen=True, gc=False):
     id: str
     name: str | None
     entity_number: int | None
@@ -42,8 +45,7 @@ class Door:
     battery_level: float | None  # 0..100, as sent; meaningful only with a bluetooth sensor
 
 
-@dataclass(frozen=True, slots=True)
-class Device:
+class Device(msgspec.Struct, frozen=True, gc=False):
     id: str
     blackbox_code: str | None
     software_version: str | None
@@ -57,8 +59,7 @@ class Device:
     doors: tuple[Door, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Sync:
+class Sync(msgspec.Struct, frozen=True, gc=False):
     devices: tuple[Device, ...]
     problems: tuple[Problem, ...]
 

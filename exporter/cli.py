@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from exporter import __version__, config, logs, webconfig
+from exporter import __version__, config, logs, memory, webconfig
 from exporter.engine import Engine
 from exporter.outcome import ReloadStatus
 from exporter.reload import Reloader
@@ -179,6 +179,7 @@ def serve(
     config_file: str | None = None,
 ) -> int:
     """Serve until SIGINT or SIGTERM; SIGHUP re-reads `config_file` (None: nothing to re-read)."""
+    memory.big_blocks_on_their_own()
     engine = Engine(cfg)
     scraper = Scraper(engine, reload_status=ReloadStatus(True, time.time()))
     reloader = Reloader(scraper, config_file)

@@ -255,7 +255,7 @@ class CollectionConfig(_Strict):
 
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     timeout_offset_seconds: float = Field(default=0.5, ge=0, le=60)
-    max_response_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     cache_seconds: float = Field(default=0.0, ge=0, le=3600)
     # False for multi-target setups: /metrics then has only the exporter's own metrics and each
     # account is scraped through /probe?target=<account>&source=<source>.

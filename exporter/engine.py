@@ -112,6 +112,7 @@ class AccountWorker:
             # Its failure is counted and logged in _run; when every waiter gave up before it
             # ended, nobody else looks at it, and asyncio would log it again as unretrieved.
             task.add_done_callback(_mark_retrieved)
+            task.add_done_callback(self._landed)
             flight = self._flight = _Flight(task, now)
         try:
             snapshot = await asyncio.wait_for(asyncio.shield(flight.task), budget)
@@ -123,6 +124,12 @@ class AccountWorker:
         except UpstreamError as error:
             return self._outcome(None, error.reason, time.monotonic() - flight.started)
         return self._outcome(snapshot, None, time.monotonic() - flight.started)
+
+    def _landed(self, task: asyncio.Task[Snapshot]) -> None:
+        """Forget a finished fetch: its waiters hold it already, and its result (a snapshot of
+        the whole fleet) must not stay in memory until the next scrape."""
+        if self._flight is not None and self._flight.task is task:
+            self._flight = None
 
     async def _run(self) -> Snapshot:
         try:
@@ -181,7 +188,10 @@ class AccountWorker:
 
     def _succeeded(self, snapshot: Snapshot) -> None:
         self._last_success = time.time()
-        self._cached = (time.monotonic(), snapshot)
+        if self._cache_seconds > 0:
+            self._cached = (time.monotonic(), snapshot)
+        # else nothing keeps the snapshot once its scrapes are answered: a fleet of 30,000
+        # doors is tens of MiB that would otherwise stay between scrapes for nothing
         self.backoff.succeeded()
         if self._last_failure is not None:
             log.info("collection recovered", extra={"source": self.source, "account": self.name})

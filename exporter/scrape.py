@@ -8,11 +8,12 @@ share one render, and an engine replaced by a reload keeps serving the scrapes t
 
 from __future__ import annotations
 
-import gzip
+import itertools
 import logging
 import math
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -137,37 +138,29 @@ def encode(
     gzipped: bool,
     process: CollectorRegistry | None,
 ) -> tuple[bytes, dict[str, str]]:
-    """The body and headers: our families after the `process` registry's metrics, if any."""
+    """The body and headers: our families after the `process` registry's metrics, if any.
+
+    The families' pieces go to the compressor one at a time: the body is never held both
+    plain and compressed.
+    """
     openmetrics = content_type == negotiate.OPENMETRICS
-    ours = exposition.render(families, openmetrics)
     encoder = generate_openmetrics if openmetrics else generate_latest
     head = encoder(process) if process is not None else b""
-    if openmetrics:  # one `# EOF`, at the very end
-        body = b"".join((head.removesuffix(b"# EOF\n"), _utf8(ours), b"# EOF\n"))
-    else:
-        body = head + _utf8(ours)
-    del ours  # the text is as big as the body: free it before compressing
+    pieces = itertools.chain(
+        (head.removesuffix(b"# EOF\n"),),
+        exposition.parts(families, openmetrics),
+        (b"# EOF\n",) if openmetrics else (),  # one `# EOF`, at the very end
+    )
     headers = {"Content-Type": content_type}
-    if gzipped:
-        # Level 1: at 30,000 doors it takes 0.2 s instead of level 6's 0.5 s, for a body
-        # only a tenth larger; a scrape is paid for in CPU, not in LAN bytes.
-        body = gzip.compress(body, compresslevel=1)
-        headers["Content-Encoding"] = "gzip"
-    return body, headers
-
-
-def _utf8(text: str) -> bytes:
-    """The exposition as UTF-8, whatever a string in it holds.
-
-    The parsers replace what UTF-8 cannot carry (lone surrogates) in every string a cloud
-    sends; this is the last line of defence, so that a string that slipped past them costs a
-    `?` in one label, never every metric of the answer.
-    """
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        log.error("a label value could not be encoded as UTF-8; please report this")
-        return text.encode("utf-8", "replace")
+    if not gzipped:
+        return b"".join(pieces), headers
+    # Level 1: at 30,000 doors it takes 0.2 s instead of level 6's 0.5 s, for a body only a
+    # tenth larger; a scrape is paid for in CPU, not in LAN bytes. wbits 31: a gzip stream.
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
+    body = [compressor.compress(piece) for piece in pieces]
+    body.append(compressor.flush())
+    headers["Content-Encoding"] = "gzip"
+    return b"".join(body), headers
 
 
 # Scrapes that build and encode an exposition at the same time (see Scraper.__init__).

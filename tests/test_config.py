@@ -455,7 +455,7 @@ def test_config_check_prints_what_would_be_scraped(tmp_path: Path) -> None:
         f"{path}: OK",
         "  parqex account 'home': https://api.parqex.com with token (from the config)",
         f"  lametric account 'office': https://developer.lametric.com with token_file {token}",
-        "  collection: timeout 10s, offset 0.5s, max response 16777216 bytes",
+        "  collection: timeout 10s, offset 0.5s, max response 67108864 bytes",
     ]
     assert "zzsecretzz" not in result.stdout + result.stderr
 

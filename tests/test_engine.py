@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -365,10 +366,10 @@ def test_a_bug_in_one_account_does_not_fail_the_scrape(
 ) -> None:
     from exporter.clients import parqex
 
-    def crash(body: object, zone: object) -> None:
+    def crash(body: object, zone: object, loads: object) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(parqex, "parse_sync", crash)
+    monkeypatch.setattr(parqex, "decode_sync", crash)
     router.get(SYNC).mock(return_value=good_sync())
     with caplog.at_level(logging.ERROR):
         out = scrape(start_scraper(config_text()))
@@ -498,3 +499,28 @@ def test_a_malformed_field_is_logged_once_per_account(
             ("the API sent an undocumented state; exported as its own state value", "AJAR"),
         ]
     )
+
+
+def test_without_a_cache_no_snapshot_outlives_its_scrape(
+    router: respx.Router, start_scraper: Callable[[str], Scraper], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With cache_seconds 0 (the default) nothing reads a snapshot again: a big fleet's parsed
+    devices must not stay in memory between scrapes."""
+    import sys
+
+    from exporter.clients import parqex as parqex_client
+
+    made: list[object] = []
+    decode = parqex_client.decode_sync
+
+    def recording_decode(*args: Any, **kwargs: Any) -> Any:
+        made.append(decode(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(parqex_client, "decode_sync", recording_decode)
+    router.get(SYNC).mock(return_value=good_sync())
+    scraper = start_scraper(config_text())
+    assert value(scrape(scraper), "parqex_door_open", **GOOD_DOOR) == 1
+    assert len(made) == 2  # the accounts "good" and "bad"
+    # each held by `made`, by the loop variable and by getrefcount's argument: nothing else
+    assert [sys.getrefcount(sync) for sync in made] == [3, 3]

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import pickle
-from dataclasses import fields, replace
-from datetime import UTC
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.models.fields import Problem
+from exporter.models.fields import Problem, epoch_seconds
 from exporter.models.lametric import (
     KNOWN_DEVICE_STATES,
     Parsed,
@@ -124,7 +125,16 @@ MY_LAMETRIC = LDevice(
 
 def _all_fields(obj: Any) -> dict[str, Any]:
     """Every field, those dataclass equality ignores included."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+    if isinstance(obj, msgspec.Struct):
+        return msgspec.structs.asdict(obj)
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def replace(obj: Any, **changes: Any) -> Any:
+    """A copy with `changes`: the ParqEx models are msgspec structs, the others dataclasses."""
+    if isinstance(obj, msgspec.Struct):
+        return msgspec.structs.replace(obj, **changes)
+    return dataclasses.replace(obj, **changes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -824,6 +834,47 @@ def test_extreme_timestamps_do_not_raise(value: str, expected: float) -> None:
     assert parse_sync(body, BERLIN).devices[0].last_contact is not None
 
 
+# epoch_seconds computes a zone-less time's offset without attaching the zone: it must give
+# what attaching it gives, also in the hour a clock skips or repeats.
+WALL_CLOCK_ZONES = [
+    UTC,
+    BERLIN,
+    ZoneInfo("America/Adak"),
+    ZoneInfo("Australia/Lord_Howe"),  # moves by 30 minutes
+    ZoneInfo("Pacific/Kiritimati"),
+    ZoneInfo("America/St_Johns"),
+    timezone(timedelta(hours=-3, minutes=-30)),
+]
+
+
+def _attached(text: str, zone: tzinfo) -> float:
+    """What Reader.timestamp computed before epoch_seconds: the zone attached, then timestamp()."""
+    moment = datetime.fromisoformat(text)
+    return (moment.replace(tzinfo=zone) if moment.tzinfo is None else moment).timestamp()
+
+
+@pytest.mark.parametrize("zone", WALL_CLOCK_ZONES, ids=str)
+def test_epoch_seconds_is_the_zone_attached_across_clock_changes(zone: tzinfo) -> None:
+    days = [datetime(2021, 1, 1) + timedelta(days=n) for n in range(366)]
+    changes = [d for d in days if zone.utcoffset(d) != zone.utcoffset(d + timedelta(days=1))]
+    assert changes or not isinstance(zone, ZoneInfo) or str(zone) in {"UTC", "Pacific/Kiritimati"}
+    for day in changes or days[:1]:
+        for minute in range(0, 2 * 24 * 60, 1):
+            moment = day + timedelta(minutes=minute, microseconds=minute * 997)
+            for text in (moment.isoformat(), moment.isoformat(sep=" ", timespec="seconds")):
+                assert epoch_seconds(text, zone) == _attached(text, zone), (text, zone)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(timezones=st.none() | st.timezones()),
+    zone=st.sampled_from(WALL_CLOCK_ZONES),
+)
+def test_epoch_seconds_is_the_zone_attached_for_any_time(moment: datetime, zone: tzinfo) -> None:
+    text = moment.isoformat()
+    assert epoch_seconds(text, zone) == _attached(text, zone)
+
+
 # --------------------------------------------------------------------------------------------
 # Hypothesis: nothing a JSON decoder can give makes a parser raise
 # --------------------------------------------------------------------------------------------
@@ -1045,5 +1096,5 @@ def test_the_api_key_is_never_read_nor_held() -> None:
     parsed = parse_devices(body)
     assert len(parsed.value) == 2_000 and parsed.problems == ()
     assert secret.redact(keys[0]) == keys[0]  # not a known secret: nobody holds it
-    assert "api_key" not in {f.name for f in fields(LDevice)}
+    assert "api_key" not in {f.name for f in dataclasses.fields(LDevice)}
     assert secret.registered() == before

@@ -146,12 +146,26 @@ async def request_json(
     `url` is parsed once by the caller: httpx validates every part of a string URL again on
     each request.
     """
+    body, content_type = await request_body(
+        client, method, url, token, max_bytes=max_bytes, auth_hint=auth_hint
+    )
+    return decode_json(body, content_type, f"{method} {url.path}")
+
+
+async def request_body(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    token: str,
+    *,
+    max_bytes: int,
+    auth_hint: str = "",
+) -> tuple[bytes | bytearray, str]:
+    """Like `request_json`, but the body undecoded, with its content type (for `decode_json`)."""
     try:
-        body, content_type = await _exchange(client, method, url, token, max_bytes, auth_hint)
+        return await _exchange(client, method, url, token, max_bytes, auth_hint)
     except httpx.HTTPError as exc:
         failure = _transport_error(exc, f"{method} {url.path}", token)
-    else:
-        return decode_json(body, content_type, f"{method} {url.path}")
     # Raised outside the except block, so the httpx exception (whose request holds the
     # Authorization header) is not kept as this error's __context__.
     raise failure
@@ -164,7 +178,7 @@ async def _exchange(
     token: str,
     max_bytes: int,
     hint: str,
-) -> tuple[bytes, str]:
+) -> tuple[bytes | bytearray, str]:
     headers = {"Authorization": f"Bearer {token}"}
     async with client.stream(method, url, headers=headers) as response:
         if response.status_code >= 300:
@@ -187,7 +201,7 @@ def _transport_error(exc: httpx.HTTPError, what: str, token: str) -> UpstreamErr
     return UpstreamError("connect", f"{what}: {type(exc).__name__}: {_clean(str(exc), token)}")
 
 
-def decode_json(body: bytes, content_type: str, what: str) -> Any:
+def decode_json(body: bytes | bytearray, content_type: str, what: str) -> Any:
     try:
         return json.loads(body)
     except ValueError as exc:  # UnicodeDecodeError included
@@ -219,7 +233,7 @@ def _not_json(content_type: str, what: str) -> NoReturn:
 
 async def _read_limited(
     response: httpx.Response, limit: int, *, tolerate_overflow: bool = False
-) -> bytes:
+) -> bytes | bytearray:
     """Read at most `limit` decoded bytes; past that, raise `too_large` (or just stop reading)."""
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("gzip", "x-gzip"):
@@ -249,10 +263,12 @@ async def _read_limited(
         raise UpstreamError("decode", "the answer's gzip stream is corrupt") from None
     if inflater is not None and not inflater.eof and not tolerate_overflow:
         raise UpstreamError("decode", "the answer's gzip stream is truncated")
-    return bytes(out)
+    return out  # not bytes(out): a copy of a 64 MiB answer is 64 MiB more at the peak
 
 
-def _status_error(response: httpx.Response, body: bytes, token: str, hint: str) -> UpstreamError:
+def _status_error(
+    response: httpx.Response, body: bytes | bytearray, token: str, hint: str
+) -> UpstreamError:
     status = response.status_code
     reason = reason_for_status(status)
     message = upstream_message(body, response.headers.get("content-type", ""), secret=token)
@@ -269,7 +285,7 @@ def _status_error(response: httpx.Response, body: bytes, token: str, hint: str) 
     )
 
 
-def upstream_message(body: bytes, content_type: str, *, secret: str = "") -> str:
+def upstream_message(body: bytes | bytearray, content_type: str, *, secret: str = "") -> str:
     """The upstream's own words about an error, short and on one line, `secret` masked."""
     if secret:  # before any shortening, so no part of it can survive a cut
         body = body.replace(secret.encode(), b"***")

@@ -6,8 +6,8 @@ from datetime import tzinfo
 
 import httpx
 
-from exporter.clients.http import request_json
-from exporter.models.parqex import Sync, parse_sync
+from exporter.clients.http import decode_json, request_body
+from exporter.models.parqex import Sync, decode_sync
 
 SYNC_PATH = "/oauth/v1/endpoints/sync"
 AUTH_HINT = (
@@ -22,11 +22,14 @@ class ParqexClient:
     ) -> None:
         self._http = http
         self._url = httpx.URL(base_url.rstrip("/") + SYNC_PATH)
+        self._what = f"GET {self._url.path}"  # as request_json names the call
         self._zone = zone
         self._max_bytes = max_bytes
 
     async def sync(self, token: str) -> Sync:
-        body = await request_json(
+        body, content_type = await request_body(
             self._http, "GET", self._url, token, max_bytes=self._max_bytes, auth_hint=AUTH_HINT
         )
-        return parse_sync(body, self._zone)
+        # The bytes, not decoded JSON: decode_sync reads a well-formed answer without building
+        # its dicts, and decodes the rest as request_json would (not JSON: UpstreamError).
+        return decode_sync(body, self._zone, lambda raw: decode_json(raw, content_type, self._what))

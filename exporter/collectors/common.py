@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 
-from exporter.exposition import Family, escape
+from exporter.exposition import Family, escape, format_value
 from exporter.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,13 @@ def add_accounts(
     crashed: list[Outcome] = []
     for outcome in outcomes:
         if outcome.snapshot is not None:
-            marks = [len(family.samples) for family in families]
+            marks = [(len(family.samples), len(family.chunks)) for family in families]
             try:
                 add(outcome)
             except Exception:
-                for family, mark in zip(families, marks, strict=True):
-                    del family.samples[mark:]
+                for family, (samples, chunks) in zip(families, marks, strict=True):
+                    del family.samples[samples:]
+                    del family.chunks[chunks:]
                 log.error(
                     "building metrics crashed; please report this",
                     exc_info=True,
@@ -67,6 +68,42 @@ def add_if(family: Family, labels: str, value: float | bool | None) -> None:
     """
     if value is not None:
         family.add_rendered(labels, float(value))
+
+
+def add_values(
+    family: Family, labels: Sequence[str], values: Sequence[float | bool | None]
+) -> None:
+    """One sample line per label string whose value is not None, written as one chunk.
+
+    `labels[i]` is the rendered label string of `values[i]` (see `exporter.exposition`); a
+    value the API did not send (None) has no series, like `add_if`.
+    """
+    prefix = family.sample_name + "{"
+    family.add_lines(
+        [
+            f"{prefix}{label}}} {format_value(value)}\n"
+            for label, value in zip(labels, values, strict=True)
+            if value is not None
+        ]
+    )
+
+
+def add_states(
+    family: Family, labels: Sequence[str], known: Sequence[str], states: Sequence[str | None]
+) -> None:
+    """`add_state` for many objects at once, written as one chunk of lines."""
+    prefix = family.sample_name + "{"
+    lines: list[str] = []
+    for label, current in zip(labels, states, strict=True):
+        if current is None:
+            continue
+        lines.extend(
+            f'{prefix}{label},state="{state}"}} {"1.0" if state == current else "0.0"}\n'
+            for state in known
+        )
+        if current not in known:
+            lines.append(f'{prefix}{label},state="{escape(current)}"}} 1.0\n')
+    family.add_lines(lines)
 
 
 def add_state(family: Family, labels: str, known: Iterable[str], current: str | None) -> None:

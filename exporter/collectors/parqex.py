@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from exporter.collectors.common import add_if, add_state, device_labels, gauge, source_families
+from exporter.collectors.common import (
+    add_states,
+    add_values,
+    device_labels,
+    gauge,
+    source_families,
+)
 from exporter.exposition import Family, escape
-from exporter.models.parqex import KNOWN_DOOR_STATES, Door, Sync
+from exporter.models.parqex import KNOWN_DOOR_STATES, Sync
 from exporter.outcome import Outcome
 
 DEVICE = ["account", "device_id"]
@@ -110,48 +116,83 @@ class _Families:
         )
 
     def add(self, account: str, sync: Sync, now: float) -> None:
-        for device in sync.devices:
-            labels = device_labels(account, device.id)
-            self.device_info.add(
-                [
-                    account,
-                    device.id,
-                    device.blackbox_code or "",
-                    device.software_version or "",
-                    device.owner or "",
-                ],
-                1.0,
-            )
-            add_if(self.device_active, labels, device.active)
-            add_if(self.device_registered, labels, device.registered)
-            add_if(self.device_bluetooth, labels, device.bluetooth_onboard)
-            add_if(self.last_contact, labels, device.last_contact)
-            if device.last_contact is not None:
-                self.last_contact_age.add_rendered(labels, now - device.last_contact)
-            add_if(self.alert_threshold, labels, device.door_open_alert_threshold_seconds)
-            add_if(self.entities, labels, device.entities_controlled)
-            for door in device.doors:
-                self._add_door(f'{labels},door_id="{escape(door.id)}"', door)
+        """Write the account's samples, one family at a time.
 
-    def _add_door(self, labels: str, door: Door) -> None:
-        """`labels` is the door's rendered account/device_id/door_id set, shared by all below."""
-        entity = "" if door.entity_number is None else str(door.entity_number)
-        self.door_info.add_rendered(
-            # entity_number, name and user_relationship sort after door_id, in this order
-            f'{labels},entity_number="{entity}",name="{escape(door.name or "")}",'
-            f'user_relationship="{escape(door.user_relationship or "")}"',
-            1.0,
+        Each family is one pass over the devices or doors, written as one chunk of lines (see
+        `exposition.Family.add_lines`): a scrape of 30,000 doors makes no per-sample objects
+        that outlive their family. Label strings are rendered once per device and per door.
+        """
+        devices = sync.devices
+        device_labels_ = [device_labels(account, device.id) for device in devices]
+        doors = [door for device in devices for door in device.doors]
+        door_labels = [
+            f'{labels},door_id="{escape(door.id)}"'
+            for labels, device in zip(device_labels_, devices, strict=True)
+            for door in device.doors
+        ]
+        account_label = escape(account)
+        self.device_info.add_lines(
+            [  # labels sorted by name: blackbox_code comes between account and device_id
+                f'{self.device_info.name}{{account="{account_label}",blackbox_code="'
+                f'{escape(device.blackbox_code or "")}",device_id="{escape(device.id)}",'
+                f'owner="{escape(device.owner or "")}",'
+                f'software_version="{escape(device.software_version or "")}"}} 1.0\n'
+                for device in devices
+            ]
         )
-        if door.state in KNOWN_DOOR_STATES:
-            self.door_open.add_rendered(labels, 1.0 if door.state == "OPEN" else 0.0)
-        add_state(self.door_state, labels, KNOWN_DOOR_STATES, door.state)
-        add_if(self.door_active, labels, door.active)
-        add_if(self.auto_close, labels, door.auto_close_enabled)
-        add_if(self.auto_close_delay, labels, door.auto_close_delay_seconds)
-        add_if(self.last_toggled, labels, door.last_toggled)
-        add_if(self.sensor, labels, door.bluetooth_sensor)
-        if door.bluetooth_sensor and door.battery_level is not None:
-            self.battery.add_rendered(labels, door.battery_level / 100.0)
+        add_values(self.device_active, device_labels_, [d.active for d in devices])
+        add_values(self.device_registered, device_labels_, [d.registered for d in devices])
+        add_values(self.device_bluetooth, device_labels_, [d.bluetooth_onboard for d in devices])
+        contacts = [d.last_contact for d in devices]
+        add_values(self.last_contact, device_labels_, contacts)
+        add_values(
+            self.last_contact_age,
+            device_labels_,
+            [None if contact is None else now - contact for contact in contacts],
+        )
+        add_values(
+            self.alert_threshold,
+            device_labels_,
+            [d.door_open_alert_threshold_seconds for d in devices],
+        )
+        add_values(self.entities, device_labels_, [d.entities_controlled for d in devices])
+        # entity_number, name and user_relationship sort after door_id, in this order
+        self.door_info.add_lines(
+            [
+                f"{self.door_info.name}{{{labels},entity_number="
+                f'"{"" if door.entity_number is None else door.entity_number}",'
+                f'name="{escape(door.name or "")}",'
+                f'user_relationship="{escape(door.user_relationship or "")}"}} 1.0\n'
+                for labels, door in zip(door_labels, doors, strict=True)
+            ]
+        )
+        states = [door.state for door in doors]
+        add_values(
+            self.door_open,
+            door_labels,
+            [
+                (1.0 if state == "OPEN" else 0.0) if state in KNOWN_DOOR_STATES else None
+                for state in states
+            ],
+        )
+        add_states(self.door_state, door_labels, KNOWN_DOOR_STATES, states)
+        add_values(self.door_active, door_labels, [door.active for door in doors])
+        add_values(self.auto_close, door_labels, [door.auto_close_enabled for door in doors])
+        add_values(
+            self.auto_close_delay, door_labels, [door.auto_close_delay_seconds for door in doors]
+        )
+        add_values(self.last_toggled, door_labels, [door.last_toggled for door in doors])
+        add_values(self.sensor, door_labels, [door.bluetooth_sensor for door in doors])
+        add_values(
+            self.battery,
+            door_labels,
+            [
+                door.battery_level / 100.0
+                if door.bluetooth_sensor and door.battery_level is not None
+                else None
+                for door in doors
+            ],
+        )
 
     def all(self) -> list[Family]:
         return list(vars(self).values())

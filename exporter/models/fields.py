@@ -11,8 +11,9 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timezone, tzinfo
 from typing import Any, Protocol, TypeVar
+from zoneinfo import ZoneInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +181,10 @@ class Reader:
                 self.skip(key, "wrong_type")
                 return None
         try:  # no label is made of it: whatever is not a time is one bad_format, never two
-            moment = datetime.fromisoformat(value)
+            return epoch_seconds(value, zone)
         except ValueError:
             self.skip(key, "bad_format")
             return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=zone or UTC)
-        return moment.timestamp()
 
     def objects(self, key: str) -> list[dict[str, Any]]:
         """The objects of a list field; non-object entries are skipped and counted."""
@@ -200,6 +198,31 @@ class Reader:
         if len(items) != len(value):
             self.skip(key, "wrong_type")
         return items
+
+
+def epoch_seconds(value: str, zone: tzinfo | None = None) -> float:
+    """An ISO 8601 time as seconds since the epoch, zone-less read in `zone` (UTC when not given).
+
+    ValueError when it is not a time. One function for `Reader.timestamp` and the ParqEx fast
+    path, so both turn a time into the same float.
+    """
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        zone = zone or UTC
+        offset = zone.utcoffset(moment) if type(zone) in _WALL_CLOCK_ZONES else None
+        if offset is not None:
+            # What moment.replace(tzinfo=zone).timestamp() computes, the same timedelta to the
+            # microsecond, in a quarter of the time (replace() alone costs 0.7 us, and a sync
+            # holds four times per controller).
+            return (moment - _NAIVE_EPOCH - offset).total_seconds()
+        moment = moment.replace(tzinfo=zone)
+    return moment.timestamp()
+
+
+# Zones whose utcoffset(dt) reads only dt's wall time and fold, never dt.tzinfo: a zone-less dt
+# gets the offset the same dt with the zone attached gets.
+_WALL_CLOCK_ZONES = (ZoneInfo, timezone)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 _ABSENT = object()

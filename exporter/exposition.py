@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 # Lines joined into one chunk: about 0.5 MiB of text, few enough chunks to add nothing per line.
 LINES_PER_CHUNK = 4096
+# A chunk is deflated on its own from this size: a compressor costs about 50 us to set up, too
+# much for the small chunks of a hundred small accounts, which gzip_stream compresses together.
+DEFLATE_FROM = 64 * 1024
 
 
 def escape(value: str) -> str:
@@ -103,7 +106,8 @@ class Family:
         pending = iter(lines)
         while batch := list(itertools.islice(pending, LINES_PER_CHUNK)):
             chunk = utf8("".join(batch))
-            self.chunks.append(deflate(chunk) if self.deflated else chunk)
+            big = self.deflated and len(chunk) >= DEFLATE_FROM
+            self.chunks.append(deflate(chunk) if big else chunk)
 
     @property
     def sample_name(self) -> str:

@@ -142,6 +142,7 @@ def test_a_gzip_answer_of_deflated_families_is_the_plain_answer(
     """Families built for gzip compress their lines as they go; the answer inflates to exactly
     the plain one, also when a family spans many chunks."""
     monkeypatch.setattr(exposition, "LINES_PER_CHUNK", 100)
+    monkeypatch.setattr(exposition, "DEFLATE_FROM", 4096)
     devices = [
         {**device, "id": f"{device['id']}-{n}"}
         for n in range(300)  # 300 x 3 devices: several chunks per door family

@@ -6,6 +6,7 @@ import gzip
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -406,6 +407,72 @@ def test_sequential_requests_are_never_in_flight_together(
     for _ in range(5):
         client.get(SYNC, headers=PARQEX)
     assert (sim.request_count(), sim.max_in_flight()) == (5, 1)
+
+
+def test_answers_follow_state_changes_made_after_they_were_served(
+    sim: SimulatedCloud, client: httpx.Client
+) -> None:
+    """Answers are built once and reused (see SimulatedCloud._answer) until the state changes."""
+    gzipped = {**PARQEX, "Accept-Encoding": "gzip"}
+    assert door(client, SEED_DOOR)["state"] == "OPEN"
+    assert client.get(SYNC, headers=gzipped).headers["content-encoding"] == "gzip"
+    sim.set_door(SEED_DOOR, state="CLOSED")
+    assert door(client, SEED_DOOR)["state"] == "CLOSED"
+    assert (
+        json.loads(gzip.decompress(raw_get(client, SYNC, gzipped)))["devices"]
+        == (client.get(SYNC, headers=PARQEX).json()["devices"])
+    )
+    assert client.get("/api/v2/users/me/devices", headers=LAMETRIC).json()[0]["name"] != "x"
+    sim.set_lametric_device(18, name="x")
+    assert client.get("/api/v2/users/me/devices", headers=LAMETRIC).json()[0]["name"] == "x"
+
+
+def raw_get(client: httpx.Client, path: str, headers: dict[str, str]) -> bytes:
+    """The body as sent, not decompressed."""
+    with client.stream("GET", path, headers=headers) as response:
+        return b"".join(response.iter_raw())
+
+
+def exchange(url: str, request: bytes) -> bytes:
+    """Send `request` bytes on a fresh connection; everything the server sends until it closes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", b"400"),
+        (b"GET / SPDY/3\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+    ],
+)
+def test_malformed_requests_get_an_error_and_the_connection_closed(
+    sim: SimulatedCloud, request_bytes: bytes, status: bytes
+) -> None:
+    answer = exchange(sim.url, request_bytes)
+    assert answer.split(b" ", 2)[:2] == [b"HTTP/1.1", status]
+    assert sim.requests == []
+
+
+def test_connection_close_and_headers_as_parsed(sim: SimulatedCloud) -> None:
+    request = (
+        f"GET {SYNC}?a=1 HTTP/1.1\r\nHost: x\r\nAUTHORIZATION:  Bearer demo-parqex-token \r\n"
+        "X-Probe: one\r\nX-Probe: two\r\nConnection: close\r\n\r\n"
+    ).encode()
+    head, _, body = exchange(sim.url, request).partition(b"\r\n\r\n")  # closed after one
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(body) == seed("parqex_sync.json")
+    (recorded,) = sim.requests
+    assert (recorded.token, recorded.query) == ("demo-parqex-token", {"a": "1"})
+    assert recorded.headers["x-probe"] == "two"  # the last one wins
 
 
 def test_stop_hangs_up_kept_alive_connections(sim: SimulatedCloud, client: httpx.Client) -> None:

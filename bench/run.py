@@ -448,6 +448,13 @@ def measure_latency(plan: Plan) -> Section:
             "parsed.",
             "Simulator CPU per scrape shows how much of the machine the simulated clouds take "
             "(both processes share 2 cores).",
+            "What the raw client, the floor, already uses of each target: "
+            + ", ".join(
+                f"{r.case.label.split(')')[0]}) {r.references['raw'].median:.2f} of "
+                f"{r.case.limit:g}"
+                for r in runs
+            )
+            + ". The rest is what the exporter may add.",
             *(
                 [
                     "**Some scrapes did not make the expected number of upstream requests "

@@ -77,15 +77,25 @@ def _start(args: Sequence[str], ready: re.Pattern[str]) -> Process:
     finally:
         watchdog.cancel()
     # keep draining the pipe so the process never blocks on a full one
-    threading.Thread(target=lambda: output.extend(popen.stdout), daemon=True).start()
+    stdout = popen.stdout
+    threading.Thread(target=lambda: output.extend(stdout), daemon=True).start()
     return process
 
 
 @contextmanager
 def simulator(
-    *, latency: float = 0.0, parqex: int = 0, lametric: int = 0, devices: int = 5
+    *,
+    latency: float = 0.0,
+    latency_max: float | None = None,
+    parqex: int = 0,
+    lametric: int = 0,
+    devices: int = 5,
 ) -> Iterator[Process]:
-    """`python -m exporter.simulator` with generated accounts (tokens parqex-token-N, ...)."""
+    """`python -m exporter.simulator` with generated accounts (tokens parqex-token-N, ...).
+
+    With `latency_max`, each request's delay is drawn uniformly in [latency, latency_max].
+    """
+    ranged = [] if latency_max is None else ["--latency-max", str(latency_max)]
     process = _start(
         [
             "-m",
@@ -94,6 +104,7 @@ def simulator(
             "127.0.0.1:0",
             "--latency",
             str(latency),
+            *ranged,
             "--parqex-accounts",
             str(parqex),
             "--lametric-accounts",
@@ -118,11 +129,19 @@ def exporter_config(
     lametric: Sequence[str] = (),
     cache_seconds: float = 0.0,
     timeout_seconds: float = 60.0,
+    max_response_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """An exporter config with one account per token, all pointing at the simulator."""
-    config: dict[str, Any] = {
-        "collection": {"timeout_seconds": timeout_seconds, "cache_seconds": cache_seconds}
+    """An exporter config with one account per token, all pointing at the simulator.
+
+    `max_response_bytes` None leaves the exporter's default (part of what is measured).
+    """
+    collection: dict[str, Any] = {
+        "timeout_seconds": timeout_seconds,
+        "cache_seconds": cache_seconds,
     }
+    if max_response_bytes is not None:
+        collection["max_response_bytes"] = max_response_bytes
+    config: dict[str, Any] = {"collection": collection}
     for source, tokens in (("parqex", parqex), ("lametric", lametric)):
         if tokens:
             accounts = [{"name": f"{source}-{i}", "token": t} for i, t in enumerate(tokens)]

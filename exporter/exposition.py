@@ -12,10 +12,13 @@ tests/test_properties.py prove it).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client.utils import floatToGoString
+
+from exporter.deflate import Deflated, deflate
 
 # prometheus-client leaves it unannotated; the Go formatting Prometheus itself uses
 _go_float: Callable[[float], str] = floatToGoString
@@ -23,6 +26,12 @@ _go_float: Callable[[float], str] = floatToGoString
 OPENMETRICS = "application/openmetrics-text"
 
 log = logging.getLogger(__name__)
+
+# Lines joined into one chunk: about 0.5 MiB of text, few enough chunks to add nothing per line.
+LINES_PER_CHUNK = 4096
+# A chunk is deflated on its own from this size: a compressor costs about 50 us to set up, too
+# much for the small chunks of a hundred small accounts, which gzip_stream compresses together.
+DEFLATE_FROM = 64 * 1024
 
 
 def escape(value: str) -> str:
@@ -47,10 +56,25 @@ class Family:
     written in the exposition syntax (`add_lines`); a family is filled one way or the other.
     """
 
-    __slots__ = ("_order", "chunks", "documentation", "kind", "labelnames", "name", "samples")
+    __slots__ = (
+        "_order",
+        "chunks",
+        "deflated",
+        "documentation",
+        "kind",
+        "labelnames",
+        "name",
+        "samples",
+    )
 
     def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str] = (), kind: str = "gauge"
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        kind: str = "gauge",
+        *,
+        deflated: bool = False,
     ) -> None:
         self.name = name
         self.documentation = documentation
@@ -59,7 +83,10 @@ class Family:
         # The formats list labels sorted by name; values arrive in `labelnames` order.
         self._order = sorted(range(len(self.labelnames)), key=self.labelnames.__getitem__)
         self.samples: list[tuple[str, float]] = []
-        self.chunks: list[bytes] = []  # sample lines, UTF-8, each ending in a newline
+        # Sample lines, UTF-8, each ending in a newline; deflated at once (`deflated`, for a
+        # gzip answer) so that a big exposition is never held plain.
+        self.chunks: list[bytes | Deflated] = []
+        self.deflated = deflated
 
     def add(self, values: Sequence[str], value: float) -> None:
         names = self.labelnames
@@ -70,13 +97,17 @@ class Family:
         """Add a sample whose label string is already rendered (escaped, sorted by name)."""
         self.samples.append((labels, value))
 
-    def add_lines(self, lines: list[str]) -> None:
+    def add_lines(self, lines: Iterable[str]) -> None:
         """Add sample lines written by the caller, each `name{labels} value` and a newline.
 
-        They are joined and encoded at once, so what the family keeps is one byte string.
+        They are taken LINES_PER_CHUNK at a time, joined and encoded, so what the family keeps
+        is byte strings, and a generator of lines is never held whole as strings.
         """
-        if lines:
-            self.chunks.append(utf8("".join(lines)))
+        pending = iter(lines)
+        while batch := list(itertools.islice(pending, LINES_PER_CHUNK)):
+            chunk = utf8("".join(batch))
+            big = self.deflated and len(chunk) >= DEFLATE_FROM
+            self.chunks.append(deflate(chunk) if big else chunk)
 
     @property
     def sample_name(self) -> str:
@@ -97,9 +128,9 @@ def utf8(text: str) -> bytes:
         return text.encode("utf-8", "replace")
 
 
-def parts(families: Iterable[Family], openmetrics: bool) -> Iterator[bytes]:
+def pieces(families: Iterable[Family], openmetrics: bool) -> Iterator[bytes | Deflated]:
     """The families in the text format 0.0.4, or OpenMetrics 1.0 (without the final `# EOF`),
-    as UTF-8 pieces: a caller can compress them one by one instead of joining them first."""
+    as UTF-8 pieces, deflated chunks as they are (see `exporter.deflate.gzip_stream`)."""
     for family in families:
         help_text = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
         if openmetrics:
@@ -117,6 +148,12 @@ def parts(families: Iterable[Family], openmetrics: bool) -> Iterator[bytes]:
         )
         yield utf8("".join(text))
         yield from family.chunks
+
+
+def parts(families: Iterable[Family], openmetrics: bool) -> Iterator[bytes]:
+    """`pieces`, every one plain."""
+    for piece in pieces(families, openmetrics):
+        yield piece.inflate() if isinstance(piece, Deflated) else piece
 
 
 def render(families: Iterable[Family], openmetrics: bool) -> str:

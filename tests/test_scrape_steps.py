@@ -16,6 +16,7 @@ import respx
 from prometheus_client import CollectorRegistry, Gauge
 
 from exporter import exposition, negotiate
+from exporter.deflate import Deflated
 from exporter.engine import Engine
 from exporter.models.parqex import parse_sync
 from exporter.outcome import Counters, Outcome, ReloadStatus
@@ -132,6 +133,35 @@ def test_encode_gzips_the_same_body() -> None:
     zipped, headers = encode(families, content_type=negotiate.TEXT, gzipped=True, process=None)
     assert headers == {"Content-Type": negotiate.TEXT, "Content-Encoding": "gzip"}
     assert gzip.decompress(zipped) == plain == exposition.render(families, False).encode()
+
+
+@pytest.mark.parametrize("content_type", [negotiate.TEXT, negotiate.OPENMETRICS])
+def test_a_gzip_answer_of_deflated_families_is_the_plain_answer(
+    content_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Families built for gzip compress their lines as they go; the answer inflates to exactly
+    the plain one, also when a family spans many chunks."""
+    monkeypatch.setattr(exposition, "LINES_PER_CHUNK", 100)
+    monkeypatch.setattr(exposition, "DEFLATE_FROM", 4096)
+    devices = [
+        {**device, "id": f"{device['id']}-{n}"}
+        for n in range(300)  # 300 x 3 devices: several chunks per door family
+        for device in fixture("parqex_sync.json")["devices"]
+    ]
+    snapshot = parse_sync({"devices": devices}, zoneinfo.ZoneInfo("UTC"))
+    collected = Collected([parqex_home(snapshot)], NO_COUNTERS, now=1_700_000_000.0)
+    deflated = build_families(2.5, collected, deflated=True).families
+    assert any(isinstance(chunk, Deflated) for family in deflated for chunk in family.chunks)
+    assert max(len(family.chunks) for family in deflated) > 1
+    plain_families = build_families(2.5, collected).families
+    zipped, headers = encode(deflated, content_type=content_type, gzipped=True, process=None)
+    plain, _ = encode(plain_families, content_type=content_type, gzipped=False, process=None)
+    assert headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped) == plain
+    assert (
+        plain.count(b"parqex_door_open{")
+        == 900 * sum(len(d["doors"]) for d in fixture("parqex_sync.json")["devices"]) // 3
+    )
 
 
 @pytest.fixture

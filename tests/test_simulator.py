@@ -6,6 +6,7 @@ import gzip
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.simulator import SimulatedCloud
+from exporter.simulator import SimulatedCloud, cli
 from exporter.simulator import data as simdata
 from tests.support import SIMDATA
 
@@ -286,6 +287,47 @@ def test_latency_delays_matching_requests_only(sim: SimulatedCloud, client: http
     assert client.get("/_sim/stats", timeout=5).status_code == 200
 
 
+def test_latency_range_draws_each_delay_uniformly_in_it(
+    sim: SimulatedCloud, client: httpx.Client
+) -> None:
+    sim.set_latency(0.01, SYNC, max_seconds=0.04)
+    delays = []
+    for _ in range(8):
+        sim.reset_stats()
+        assert sim.max_latency_applied() == 0.0
+        started = time.perf_counter()
+        assert client.get(SYNC, headers=PARQEX).status_code == 200
+        elapsed = time.perf_counter() - started
+        delays.append(sim.max_latency_applied())
+        assert 0.01 <= delays[-1] <= 0.04
+        assert elapsed >= delays[-1]  # the drawn delay was really waited out
+    assert len(set(delays)) == len(delays)  # drawn per request, not once
+    client.get("/api/v2/users/me", headers=LAMETRIC)
+    assert sim.max_latency_applied() == delays[-1]  # other paths stay undelayed
+
+
+def test_max_latency_applied_is_the_largest_since_the_reset(
+    sim: SimulatedCloud, client: httpx.Client
+) -> None:
+    sim.set_latency(0.05, SYNC)
+    sim.set_latency(0.02, "/api/")
+    client.get("/api/v2/users/me", headers=LAMETRIC)
+    assert sim.max_latency_applied() == 0.02
+    client.get(SYNC, headers=PARQEX)
+    client.get("/api/v2/users/me", headers=LAMETRIC)
+    assert sim.max_latency_applied() == 0.05
+    sim.reset_stats()
+    assert sim.max_latency_applied() == 0.0
+
+
+@pytest.mark.parametrize(("seconds", "max_seconds"), [(0.2, 0.1), (-0.1, None)])
+def test_latency_range_must_be_ordered(
+    sim: SimulatedCloud, seconds: float, max_seconds: float | None
+) -> None:
+    with pytest.raises(ValueError, match="max_seconds"):
+        sim.set_latency(seconds, max_seconds=max_seconds)
+
+
 def test_fail_once_then_normal(sim: SimulatedCloud, client: httpx.Client) -> None:
     sim.fail(SYNC, 503, {"message": "busy"}, headers={"Retry-After": "7"}, times=1)
     failed = client.get(SYNC, headers=PARQEX)
@@ -367,6 +409,72 @@ def test_sequential_requests_are_never_in_flight_together(
     assert (sim.request_count(), sim.max_in_flight()) == (5, 1)
 
 
+def test_answers_follow_state_changes_made_after_they_were_served(
+    sim: SimulatedCloud, client: httpx.Client
+) -> None:
+    """Answers are built once and reused (see SimulatedCloud._answer) until the state changes."""
+    gzipped = {**PARQEX, "Accept-Encoding": "gzip"}
+    assert door(client, SEED_DOOR)["state"] == "OPEN"
+    assert client.get(SYNC, headers=gzipped).headers["content-encoding"] == "gzip"
+    sim.set_door(SEED_DOOR, state="CLOSED")
+    assert door(client, SEED_DOOR)["state"] == "CLOSED"
+    assert (
+        json.loads(gzip.decompress(raw_get(client, SYNC, gzipped)))["devices"]
+        == (client.get(SYNC, headers=PARQEX).json()["devices"])
+    )
+    assert client.get("/api/v2/users/me/devices", headers=LAMETRIC).json()[0]["name"] != "x"
+    sim.set_lametric_device(18, name="x")
+    assert client.get("/api/v2/users/me/devices", headers=LAMETRIC).json()[0]["name"] == "x"
+
+
+def raw_get(client: httpx.Client, path: str, headers: dict[str, str]) -> bytes:
+    """The body as sent, not decompressed."""
+    with client.stream("GET", path, headers=headers) as response:
+        return b"".join(response.iter_raw())
+
+
+def exchange(url: str, request: bytes) -> bytes:
+    """Send `request` bytes on a fresh connection; everything the server sends until it closes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"NONSENSE\r\n\r\n", b"400"),
+        (b"GET / SPDY/3\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+        (b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", b"431"),
+    ],
+)
+def test_malformed_requests_get_an_error_and_the_connection_closed(
+    sim: SimulatedCloud, request_bytes: bytes, status: bytes
+) -> None:
+    answer = exchange(sim.url, request_bytes)
+    assert answer.split(b" ", 2)[:2] == [b"HTTP/1.1", status]
+    assert sim.requests == []
+
+
+def test_connection_close_and_headers_as_parsed(sim: SimulatedCloud) -> None:
+    request = (
+        f"GET {SYNC}?a=1 HTTP/1.1\r\nHost: x\r\nAUTHORIZATION:  Bearer demo-parqex-token \r\n"
+        "X-Probe: one\r\nX-Probe: two\r\nConnection: close\r\n\r\n"
+    ).encode()
+    head, _, body = exchange(sim.url, request).partition(b"\r\n\r\n")  # closed after one
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert json.loads(body) == seed("parqex_sync.json")
+    (recorded,) = sim.requests
+    assert (recorded.token, recorded.query) == ("demo-parqex-token", {"a": "1"})
+    assert recorded.headers["x-probe"] == "two"  # the last one wins
+
+
 def test_stop_hangs_up_kept_alive_connections(sim: SimulatedCloud, client: httpx.Client) -> None:
     assert client.get(SYNC, headers=PARQEX).status_code == 200
     sim.stop()
@@ -407,6 +515,12 @@ def test_control_endpoints_inject_faults(client: httpx.Client) -> None:
     started = time.perf_counter()
     client.get(SYNC, headers=PARQEX)
     assert time.perf_counter() - started >= 0.1
+    assert client.get("/_sim/stats").json()["max_latency_applied"] == 0.1
+    ranged = {"seconds": 0.01, "max_seconds": 0.03, "path_prefix": SYNC}
+    assert client.post("/_sim/latency", json=ranged).json() == {"ok": True}
+    client.post("/_sim/reset_stats")
+    client.get(SYNC, headers=PARQEX)
+    assert 0.01 <= client.get("/_sim/stats").json()["max_latency_applied"] <= 0.03
     client.post("/_sim/fail", json={"path_prefix": "/", "status": 500})
     client.post("/_sim/clear_faults")
     assert client.get(SYNC, headers=PARQEX).status_code == 200
@@ -420,6 +534,7 @@ def test_control_stats_and_reset(client: httpx.Client) -> None:
         "requests": 3,
         "by_path": {SYNC: 1, "/api/v2/users/me": 2},
         "max_in_flight": {SYNC: 1, "/api/v2/users/me": 1},
+        "max_latency_applied": 0.0,
     }
     client.post("/_sim/reset_stats")
     assert client.get("/_sim/stats").json()["requests"] == 0
@@ -432,6 +547,7 @@ def test_control_stats_and_reset(client: httpx.Client) -> None:
         ("POST", "/_sim/lametric_device", {"device_id": 19, "name": "x"}, 404),
         ("POST", "/_sim/door", {"state": "OPEN"}, 400),
         ("POST", "/_sim/latency", ["not", "an", "object"], 400),
+        ("POST", "/_sim/latency", {"seconds": 0.3, "max_seconds": 0.1}, 400),
         ("POST", "/_sim/nothing", {}, 404),
         ("GET", "/_sim/door", None, 404),
     ],
@@ -487,6 +603,24 @@ def test_cli_serves_until_sigterm() -> None:
     finally:
         process.kill()
     assert (process.returncode, out, err) == (0, "", "")
+
+
+def test_cli_latency_range_delays_requests() -> None:
+    args = cli._parse_args(["--latency", "0.01", "--latency-max", "0.03", "--parqex-accounts", "1"])
+    with cli._build_cloud(args) as sim, http(sim.url) as client:
+        client.get(SYNC, headers=bearer("parqex-token-0"))
+        first = sim.max_latency_applied()
+        client.get("/api/v2/users/me", headers=LAMETRIC)
+        assert 0.01 <= first <= sim.max_latency_applied() <= 0.03
+
+
+def test_cli_refuses_a_latency_range_upside_down() -> None:
+    command = [sys.executable, "-m", "exporter.simulator", "--latency", "0.3"]
+    result = subprocess.run(
+        [*command, "--latency-max", "0.1"], capture_output=True, text=True, timeout=10
+    )
+    assert result.returncode == 2
+    assert "--latency-max >= --latency" in result.stderr
 
 
 def test_cli_refuses_a_non_loopback_address() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from exporter.exposition import Family, escape, format_value
 from exporter.outcome import Outcome
@@ -71,39 +71,38 @@ def add_if(family: Family, labels: str, value: float | bool | None) -> None:
 
 
 def add_values(
-    family: Family, labels: Sequence[str], values: Sequence[float | bool | None]
+    family: Family, labels: Sequence[str], values: Iterable[float | bool | None]
 ) -> None:
-    """One sample line per label string whose value is not None, written as one chunk.
+    """One sample line per label string whose value is not None.
 
-    `labels[i]` is the rendered label string of `values[i]` (see `exporter.exposition`); a
+    `labels[i]` is the rendered label string of the i-th value (see `exporter.exposition`); a
     value the API did not send (None) has no series, like `add_if`.
     """
     prefix = family.sample_name + "{"
     family.add_lines(
-        [
-            f"{prefix}{label}}} {format_value(value)}\n"
-            for label, value in zip(labels, values, strict=True)
-            if value is not None
-        ]
+        f"{prefix}{label}}} {format_value(value)}\n"
+        for label, value in zip(labels, values, strict=True)
+        if value is not None
     )
 
 
 def add_states(
-    family: Family, labels: Sequence[str], known: Sequence[str], states: Sequence[str | None]
+    family: Family, labels: Sequence[str], known: Sequence[str], states: Iterable[str | None]
 ) -> None:
-    """`add_state` for many objects at once, written as one chunk of lines."""
-    prefix = family.sample_name + "{"
-    lines: list[str] = []
+    """`add_state` for many objects at once: their label strings and current states."""
+    family.add_lines(_state_lines(family.sample_name + "{", labels, known, states))
+
+
+def _state_lines(
+    prefix: str, labels: Sequence[str], known: Sequence[str], states: Iterable[str | None]
+) -> Iterator[str]:
     for label, current in zip(labels, states, strict=True):
         if current is None:
             continue
-        lines.extend(
-            f'{prefix}{label},state="{state}"}} {"1.0" if state == current else "0.0"}\n'
-            for state in known
-        )
+        for state in known:
+            yield f'{prefix}{label},state="{state}"}} {"1.0" if state == current else "0.0"}\n'
         if current not in known:
-            lines.append(f'{prefix}{label},state="{escape(current)}"}} 1.0\n')
-    family.add_lines(lines)
+            yield f'{prefix}{label},state="{escape(current)}"}} 1.0\n'
 
 
 def add_state(family: Family, labels: str, known: Iterable[str], current: str | None) -> None:

@@ -20,9 +20,13 @@ from exporter.sources import LametricSnapshot
 DEVICE = ["account", "device_id"]
 
 
-def families(outcomes: Sequence[Outcome], now: float) -> tuple[list[Family], list[Outcome]]:
+def families(
+    outcomes: Sequence[Outcome], now: float, *, deflated: bool = False
+) -> tuple[list[Family], list[Outcome]]:
     """The LaMetric families, and the accounts whose families crashed (see `add_accounts`)."""
-    del now  # LaMetric has no "age" metrics; the signature matches the other collectors
+    # LaMetric has no "age" metrics, and its samples are few, kept as pairs (never deflated):
+    # the signature matches the other collectors
+    del now, deflated
     user_info = gauge(
         "lametric_user_info",
         "LaMetric user identity, always 1 (id, name).",

@@ -19,9 +19,16 @@ DEVICE = ["account", "device_id"]
 DOOR = ["account", "device_id", "door_id"]
 
 
-def families(outcomes: Sequence[Outcome], now: float) -> tuple[list[Family], list[Outcome]]:
-    """The ParqEx families, and the accounts whose families crashed (see `add_accounts`)."""
+def families(
+    outcomes: Sequence[Outcome], now: float, *, deflated: bool = False
+) -> tuple[list[Family], list[Outcome]]:
+    """The ParqEx families, and the accounts whose families crashed (see `add_accounts`).
+
+    `deflated`: the sample lines are compressed as they are written (for a gzip answer).
+    """
     f = _Families()
+    for family in f.all():
+        family.deflated = deflated
 
     def add(outcome: Outcome) -> None:
         assert isinstance(outcome.snapshot, Sync)
@@ -118,9 +125,10 @@ class _Families:
     def add(self, account: str, sync: Sync, now: float) -> None:
         """Write the account's samples, one family at a time.
 
-        Each family is one pass over the devices or doors, written as one chunk of lines (see
-        `exposition.Family.add_lines`): a scrape of 30,000 doors makes no per-sample objects
-        that outlive their family. Label strings are rendered once per device and per door.
+        Each family is one pass over the devices or doors, its lines generated and written a few
+        thousand at a time as UTF-8 chunks (see `exposition.Family.add_lines`): a scrape of
+        30,000 doors makes no per-sample objects that outlive a chunk. Label strings are
+        rendered once per device and per door.
         """
         devices = sync.devices
         device_labels_ = [device_labels(account, device.id) for device in devices]
@@ -132,66 +140,65 @@ class _Families:
         ]
         account_label = escape(account)
         self.device_info.add_lines(
-            [  # labels sorted by name: blackbox_code comes between account and device_id
-                f'{self.device_info.name}{{account="{account_label}",blackbox_code="'
-                f'{escape(device.blackbox_code or "")}",device_id="{escape(device.id)}",'
-                f'owner="{escape(device.owner or "")}",'
-                f'software_version="{escape(device.software_version or "")}"}} 1.0\n'
-                for device in devices
-            ]
+            # labels sorted by name: blackbox_code comes between account and device_id
+            f'{self.device_info.name}{{account="{account_label}",blackbox_code="'
+            f'{escape(device.blackbox_code or "")}",device_id="{escape(device.id)}",'
+            f'owner="{escape(device.owner or "")}",'
+            f'software_version="{escape(device.software_version or "")}"}} 1.0\n'
+            for device in devices
         )
-        add_values(self.device_active, device_labels_, [d.active for d in devices])
-        add_values(self.device_registered, device_labels_, [d.registered for d in devices])
-        add_values(self.device_bluetooth, device_labels_, [d.bluetooth_onboard for d in devices])
+        add_values(self.device_active, device_labels_, (d.active for d in devices))
+        add_values(self.device_registered, device_labels_, (d.registered for d in devices))
+        add_values(self.device_bluetooth, device_labels_, (d.bluetooth_onboard for d in devices))
         contacts = [d.last_contact for d in devices]
         add_values(self.last_contact, device_labels_, contacts)
         add_values(
             self.last_contact_age,
             device_labels_,
-            [None if contact is None else now - contact for contact in contacts],
+            (None if contact is None else now - contact for contact in contacts),
         )
         add_values(
             self.alert_threshold,
             device_labels_,
-            [d.door_open_alert_threshold_seconds for d in devices],
+            (d.door_open_alert_threshold_seconds for d in devices),
         )
-        add_values(self.entities, device_labels_, [d.entities_controlled for d in devices])
+        add_values(self.entities, device_labels_, (d.entities_controlled for d in devices))
         # entity_number, name and user_relationship sort after door_id, in this order
         self.door_info.add_lines(
-            [
+            (
                 f"{self.door_info.name}{{{labels},entity_number="
                 f'"{"" if door.entity_number is None else door.entity_number}",'
                 f'name="{escape(door.name or "")}",'
                 f'user_relationship="{escape(door.user_relationship or "")}"}} 1.0\n'
                 for labels, door in zip(door_labels, doors, strict=True)
-            ]
+            )
         )
         states = [door.state for door in doors]
         add_values(
             self.door_open,
             door_labels,
-            [
+            (
                 (1.0 if state == "OPEN" else 0.0) if state in KNOWN_DOOR_STATES else None
                 for state in states
-            ],
+            ),
         )
         add_states(self.door_state, door_labels, KNOWN_DOOR_STATES, states)
-        add_values(self.door_active, door_labels, [door.active for door in doors])
-        add_values(self.auto_close, door_labels, [door.auto_close_enabled for door in doors])
+        add_values(self.door_active, door_labels, (door.active for door in doors))
+        add_values(self.auto_close, door_labels, (door.auto_close_enabled for door in doors))
         add_values(
-            self.auto_close_delay, door_labels, [door.auto_close_delay_seconds for door in doors]
+            self.auto_close_delay, door_labels, (door.auto_close_delay_seconds for door in doors)
         )
-        add_values(self.last_toggled, door_labels, [door.last_toggled for door in doors])
-        add_values(self.sensor, door_labels, [door.bluetooth_sensor for door in doors])
+        add_values(self.last_toggled, door_labels, (door.last_toggled for door in doors))
+        add_values(self.sensor, door_labels, (door.bluetooth_sensor for door in doors))
         add_values(
             self.battery,
             door_labels,
-            [
+            (
                 door.battery_level / 100.0
                 if door.bluetooth_sensor and door.battery_level is not None
                 else None
                 for door in doors
-            ],
+            ),
         )
 
     def all(self) -> list[Family]:

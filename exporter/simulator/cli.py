@@ -37,12 +37,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--listen", type=_listen_address, default=("127.0.0.1", 0))
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added per request")
+    parser.add_argument(
+        "--latency-max",
+        type=float,
+        metavar="SECONDS",
+        help="draw each request's delay uniformly between --latency and this",
+    )
     parser.add_argument("--parqex-accounts", type=int, default=0, metavar="N")
     parser.add_argument("--lametric-accounts", type=int, default=0, metavar="N")
     parser.add_argument("--devices", type=int, default=5, help="devices per generated account")
     parser.add_argument("--doors", type=int, default=3, help="doors per generated controller")
     parser.add_argument("--live", action="store_true", help="report last_contact as now")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.latency < 0 or (args.latency_max is not None and args.latency_max < args.latency):
+        parser.error("--latency must be >= 0 and --latency-max >= --latency")
+    return args
 
 
 def _build_cloud(args: argparse.Namespace) -> SimulatedCloud:
@@ -51,8 +60,8 @@ def _build_cloud(args: argparse.Namespace) -> SimulatedCloud:
         add_generated_parqex_account(cloud, f"parqex-token-{i}", args.devices, args.doors)
     for i in range(args.lametric_accounts):
         add_generated_lametric_account(cloud, f"lametric-token-{i}", args.devices)
-    if args.latency > 0:
-        cloud.set_latency(args.latency)
+    if args.latency > 0 or args.latency_max:
+        cloud.set_latency(args.latency, max_seconds=args.latency_max)
     return cloud
 
 

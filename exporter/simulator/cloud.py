@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import random
 import re
 import secrets
 import threading
@@ -55,6 +56,17 @@ _ROUTES: list[tuple[str, re.Pattern[str], str, str | None]] = [
 class _Fault:
     response: Response
     remaining: int | None  # None: until cleared
+
+
+@dataclass(frozen=True)
+class _Latency:
+    """A delay of `low` seconds, or uniformly at random in [low, high] when high > low."""
+
+    low: float
+    high: float
+
+    def draw(self, rng: random.Random) -> float:
+        return rng.uniform(self.low, self.high) if self.high > self.low else self.low
 
 
 @dataclass
@@ -132,10 +144,14 @@ class SimulatedCloud:
         self._doors: dict[str, list[dict[str, Any]]] = {}
         self._parqex_devices: dict[str, list[dict[str, Any]]] = {}
         self._lametric_devices: dict[int, list[dict[str, Any]]] = {}
-        self._latencies: dict[str, float] = {}
+        self._latencies: dict[str, _Latency] = {}
+        self._latency_rng = random.Random()  # drawn under self._lock
+        self._max_latency_applied = 0.0  # seconds, since the last reset_stats
         self._faults: dict[str, _Fault] = {}
         self._spans: list[_Span] = []
         self._sequence = 0
+        # (endpoint, id of the account's data) -> (that data, its answer); see _answer
+        self._answers: dict[tuple[str, int], tuple[object, Response]] = {}
         self._server: LoopbackServer | None = None
         self._thread: threading.Thread | None = None
         if parqex_token is not None:
@@ -326,13 +342,24 @@ class SimulatedCloud:
                 raise KeyError(key)
             for item in index[key]:
                 item.update(changes)
+            self._answers.clear()
 
     # -- faults --------------------------------------------------------------------------
 
-    def set_latency(self, seconds: float, path_prefix: str = "/") -> None:
-        """Delay matching requests; the longest matching prefix decides (0 cancels)."""
+    def set_latency(
+        self, seconds: float, path_prefix: str = "/", max_seconds: float | None = None
+    ) -> None:
+        """Delay matching requests; the longest matching prefix decides (0 cancels).
+
+        With `max_seconds`, each request draws its own delay uniformly in [seconds,
+        max_seconds]: real clouds do not answer in lockstep, and a client that waits for its
+        answers one after another shows only then.
+        """
+        high = seconds if max_seconds is None else max_seconds
+        if not 0 <= seconds <= high:
+            raise ValueError(f"latency needs 0 <= seconds <= max_seconds, got {seconds}, {high}")
         with self._lock:
-            self._latencies[path_prefix] = seconds
+            self._latencies[path_prefix] = _Latency(seconds, high)
 
     def fail(
         self,
@@ -397,9 +424,12 @@ class SimulatedCloud:
             return fault.response
 
     def _latency(self, path: str) -> float:
+        """The delay for one request to `path`, drawn now and remembered if the largest yet."""
         with self._lock:
             prefix = _longest_prefix(self._latencies, path)
-            return self._latencies[prefix] if prefix is not None else 0.0
+            delay = self._latencies[prefix].draw(self._latency_rng) if prefix is not None else 0.0
+            self._max_latency_applied = max(self._max_latency_applied, delay)
+            return delay
 
     # -- observation ---------------------------------------------------------------------
 
@@ -417,6 +447,15 @@ class SimulatedCloud:
             ]
         return _max_overlap(spans)
 
+    def max_latency_applied(self) -> float:
+        """The longest delay given to any request since the last reset_stats, in seconds.
+
+        A benchmark with random latencies divides a scrape's wall time by this: the scrape
+        cannot end before its slowest answer.
+        """
+        with self._lock:
+            return self._max_latency_applied
+
     def stats(self) -> dict[str, Any]:
         """Totals per path, as served by ``GET /_sim/stats`` to other processes."""
         with self._lock:
@@ -424,16 +463,19 @@ class SimulatedCloud:
             spans_by_path: dict[str, list[_Span]] = {}
             for span in self._spans:
                 spans_by_path.setdefault(span.path, []).append(span)
+            max_latency = self._max_latency_applied
         return {
             "requests": by_path.total(),
             "by_path": dict(by_path),
             "max_in_flight": {path: _max_overlap(s) for path, s in spans_by_path.items()},
+            "max_latency_applied": max_latency,
         }
 
     def reset_stats(self) -> None:
         with self._lock:
             self.requests.clear()
             self._spans.clear()
+            self._max_latency_applied = 0.0
 
     # -- the cloud APIs ------------------------------------------------------------------
 
@@ -473,13 +515,29 @@ class SimulatedCloud:
             return serve(account, request, *match.groups())
         return json_response({"message": "Not Found", "path": request.path}, 404)
 
+    def _answer(self, endpoint: str, source: object, payload: Callable[[], Any]) -> Response:
+        """`payload()` as a JSON answer, built once and reused until the state changes.
+
+        Serializing and gzipping again on every request made the simulator, not the exporter,
+        the bottleneck of benchmarks (a 10,000-device sync costs 0.2 s; hundreds of small
+        answers at once cost more than the latency they simulate). Call with self._lock held;
+        every state change (_update) forgets all answers. `source` is kept with its answer so
+        that its id cannot be reused by another object meanwhile.
+        """
+        key = (endpoint, id(source))
+        cached = self._answers.get(key)
+        if cached is None:
+            cached = self._answers[key] = (source, json_response(payload()))
+        return cached[1]
+
     def _api_parqex_sync(self, devices: list[dict[str, Any]], request: RecordedRequest) -> Response:
         with self._lock:
-            if self.live:
+            if self.live:  # a different answer every time
                 now = data.now_text()
                 for device in devices:
                     device["last_contact"] = now
-            return json_response({"devices": devices})
+                return json_response({"devices": devices})
+            return self._answer("parqex_sync", devices, lambda: {"devices": devices})
 
     def _api_parqex_token(self, request: RecordedRequest) -> Response:
         tokens = self._refresh("parqex", request.query)
@@ -492,13 +550,13 @@ class SimulatedCloud:
 
     def _api_lametric_user(self, account: _LametricAccount, request: RecordedRequest) -> Response:
         with self._lock:
-            return json_response(account.user)
+            return self._answer("lametric_user", account, lambda: account.user)
 
     def _api_lametric_devices(
         self, account: _LametricAccount, request: RecordedRequest
     ) -> Response:
         with self._lock:
-            return json_response(list(account.devices.values()))
+            return self._answer("lametric_devices", account, lambda: list(account.devices.values()))
 
     def _api_lametric_device(
         self, account: _LametricAccount, request: RecordedRequest, device_id: str

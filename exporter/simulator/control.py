@@ -42,7 +42,9 @@ class Steerable(Protocol):
 
     def set_lametric_device(self, device_id: int, **fields: Any) -> None: ...
 
-    def set_latency(self, seconds: float, path_prefix: str = "/") -> None: ...
+    def set_latency(
+        self, seconds: float, path_prefix: str = "/", max_seconds: float | None = None
+    ) -> None: ...
 
     @property
     def fail(self) -> Callable[..., None]: ...
@@ -101,7 +103,12 @@ def _lametric_device(cloud: Steerable, p: _Payload) -> _Payload:
 
 
 def _latency(cloud: Steerable, p: _Payload) -> _Payload:
-    cloud.set_latency(float(_required(p, "seconds")), p.get("path_prefix", "/"))
+    high = p.get("max_seconds")
+    cloud.set_latency(
+        float(_required(p, "seconds")),
+        p.get("path_prefix", "/"),
+        None if high is None else float(high),
+    )
     return _OK
 
 

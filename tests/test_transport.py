@@ -603,3 +603,33 @@ def test_tls_to_the_wrong_name_is_connect(kind: str) -> None:
         error = failure(server.url + SYNC_PATH, tls=trusting)
     assert error.reason == "connect"
     assert server.heads == []
+
+
+async def _answer_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")  # no Connection: close
+    await writer.drain()
+    writer.close()
+
+
+def test_a_connection_the_server_closed_after_its_answer_is_not_reused() -> None:
+    """A server that closes after each answer without saying so: the next request must not go
+    out on the closed connection (aiohttp would, and never retries a GET here); httpcore polls
+    the socket for this. Found in review: 10 of 20 back-to-back requests failed."""
+
+    async def failures() -> int:
+        server = await asyncio.start_server(_answer_then_close, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        failed = 0
+        transport = AiohttpTransport(tls=http.tls_context(), limits=http.LIMITS)
+        async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+            for _ in range(20):
+                try:
+                    await client.get(f"http://127.0.0.1:{port}/x")
+                except httpx.HTTPError:
+                    failed += 1
+        server.close()
+        await server.wait_closed()
+        return failed
+
+    assert asyncio.run(failures()) == 0

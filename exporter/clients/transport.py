@@ -36,6 +36,7 @@ MAX_LINE_SIZE: Final = 16 * 1024  # the status line
 MAX_FIELD_SIZE: Final = 16 * 1024  # one header, name and value
 MAX_HEADERS: Final = 64
 
+_TURNS_TO_SEE_A_CLOSE: Final = 2
 _HTTP_11: Final = b"HTTP/1.1"
 _HTTP_10: Final = b"HTTP/1.0"
 _V10: Final = aiohttp.HttpVersion10
@@ -103,6 +104,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         body = await request.aread()
+        # Let the loop notice connections the server closed after their last answer (an EOF
+        # not read yet), so the pool drops them instead of sending on them: httpcore polls an
+        # idle socket for the same reason, and a GET is never sent twice here (see _open).
+        # One turn reads the EOF, the next runs the protocol's connection_lost.
+        for _ in range(_TURNS_TO_SEE_A_CLOSE):
+            await asyncio.sleep(0)
         failure: httpx.TransportError
         try:
             response = await session.request(

@@ -1068,6 +1068,11 @@ def source_state() -> str:
     )
 
 
+def _content(source: str) -> str:
+    """A `source_state` without its git revision: a commit of other files changes nothing."""
+    return source.split(" ", 2)[2] if source.startswith("git ") else source
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The machine's load and the exporter's code, taken at the start and at the end."""
@@ -1107,7 +1112,7 @@ def report(
                 f"- **WARNING: the exporter's source changed during the run (at the end: "
                 f"{end.source}); these results mix versions: run again.**"
             ]
-            if end.source != start.source
+            if _content(end.source) != _content(start.source)
             else []
         ),
         f"- load average (1 min) at start and end: {start.load:.2f} / {end.load:.2f} (the "

@@ -118,6 +118,33 @@ def steps(*pairs: tuple[float | None, str]) -> dict[str, Any]:
     return {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in pairs]}
 
 
+def _panel(
+    kind: str,
+    title: str,
+    description: str,
+    targets: list[dict[str, Any]],
+    defaults: dict[str, Any],
+    options: dict[str, Any],
+    overrides: list[dict[str, Any]] | None = None,
+    **between: Any,
+) -> dict[str, Any]:
+    """The envelope every panel kind shares; `between` goes after the targets."""
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "targets": targets,
+        **between,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": options,
+    }
+
+
+def _given(**settings: Any) -> dict[str, Any]:
+    """The settings that were given (not None), in order."""
+    return {key: value for key, value in settings.items() if value is not None}
+
+
 def stat(
     title: str,
     description: str,
@@ -135,27 +162,18 @@ def stat(
         "mappings": mappings or [],
         "color": {"mode": "thresholds"},
     }
-    if no_value is not None:
-        defaults["noValue"] = no_value
-    if decimals is not None:
-        defaults["decimals"] = decimals
-    return {
-        "type": "stat",
-        "title": title,
-        "description": description,
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "background",
-            "graphMode": "none",
-            "justifyMode": "auto",
-            "textMode": text_mode,
-            "orientation": "auto",
-            "showPercentChange": False,
-            "wideLayout": True,
-        },
+    defaults.update(_given(noValue=no_value, decimals=decimals))
+    options = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "background",
+        "graphMode": "none",
+        "justifyMode": "auto",
+        "textMode": text_mode,
+        "orientation": "auto",
+        "showPercentChange": False,
+        "wideLayout": True,
     }
+    return _panel("stat", title, description, targets, defaults, options)
 
 
 def timeseries(
@@ -184,55 +202,38 @@ def timeseries(
         "color": {"mode": "palette-classic"},
         "thresholds": thresholds or steps((None, "green")),
     }
-    if min_ is not None:
-        defaults["min"] = min_
-    if max_ is not None:
-        defaults["max"] = max_
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "legend": {
-                "displayMode": "table" if legend_calcs else "list",
-                "placement": "right" if legend_calcs else "bottom",
-                "showLegend": True,
-                "calcs": legend_calcs or [],
-            },
-            "tooltip": {"mode": "multi", "sort": "desc"},
+    defaults.update(_given(min=min_, max=max_))
+    options = {
+        "legend": {
+            "displayMode": "table" if legend_calcs else "list",
+            "placement": "right" if legend_calcs else "bottom",
+            "showLegend": True,
+            "calcs": legend_calcs or [],
         },
+        "tooltip": {"mode": "multi", "sort": "desc"},
     }
+    return _panel("timeseries", title, description, targets, defaults, options)
 
 
 def state_timeline(
     title: str, description: str, targets: list[dict[str, Any]], mappings: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    return {
-        "type": "state-timeline",
-        "title": title,
-        "description": description,
-        "targets": targets,
-        "fieldConfig": {
-            "defaults": {
-                "color": {"mode": "thresholds"},
-                "thresholds": steps((None, "text")),
-                "mappings": mappings,
-                # A gap in collection stays a gap: no state is drawn across it.
-                "custom": {"fillOpacity": 80, "lineWidth": 0, "spanNulls": False},
-            },
-            "overrides": [],
-        },
-        "options": {
-            "mergeValues": True,
-            "showValue": "auto",
-            "alignValue": "left",
-            "rowHeight": 0.9,
-            "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
-            "tooltip": {"mode": "single", "sort": "none"},
-        },
+    defaults = {
+        "color": {"mode": "thresholds"},
+        "thresholds": steps((None, "text")),
+        "mappings": mappings,
+        # A gap in collection stays a gap: no state is drawn across it.
+        "custom": {"fillOpacity": 80, "lineWidth": 0, "spanNulls": False},
     }
+    options = {
+        "mergeValues": True,
+        "showValue": "auto",
+        "alignValue": "left",
+        "rowHeight": 0.9,
+        "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"},
+        "tooltip": {"mode": "single", "sort": "none"},
+    }
+    return _panel("state-timeline", title, description, targets, defaults, options)
 
 
 def value_map(mapping: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
@@ -274,38 +275,39 @@ def table(
     ]
     hidden = ["Time", "__name__", "instance", "job", "device_id", "door_id"]
     hidden += [f"Value #{t['refId']}" for t in targets if f"Value #{t['refId']}" not in columns]
-    return {
-        "type": "table",
-        "title": title,
-        "description": description,
-        "targets": targets,
-        "transformations": [
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {name: True for name in hidden if name not in columns},
-                    "indexByName": {name: i for i, name in enumerate(columns)},
-                    "renameByName": dict(columns),
-                },
+    transformations = [
+        {"id": "merge", "options": {}},
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": {name: True for name in hidden if name not in columns},
+                "indexByName": {name: i for i, name in enumerate(columns)},
+                "renameByName": dict(columns),
             },
-        ],
-        "fieldConfig": {
-            "defaults": {
-                "custom": {"align": "auto", "cellOptions": {"type": "auto"}, "filterable": True},
-                "color": {"mode": "thresholds"},
-                "thresholds": steps((None, "green")),
-                "mappings": [],
-            },
-            "overrides": overrides,
         },
-        "options": {
-            "showHeader": True,
-            "cellHeight": "sm",
-            "footer": {"show": False, "reducer": ["sum"], "countRows": False, "fields": ""},
-            "sortBy": [{"displayName": sort_by, "desc": False}],
-        },
+    ]
+    defaults = {
+        "custom": {"align": "auto", "cellOptions": {"type": "auto"}, "filterable": True},
+        "color": {"mode": "thresholds"},
+        "thresholds": steps((None, "green")),
+        "mappings": [],
     }
+    options = {
+        "showHeader": True,
+        "cellHeight": "sm",
+        "footer": {"show": False, "reducer": ["sum"], "countRows": False, "fields": ""},
+        "sortBy": [{"displayName": sort_by, "desc": False}],
+    }
+    return _panel(
+        "table",
+        title,
+        description,
+        targets,
+        defaults,
+        options,
+        overrides,
+        transformations=transformations,
+    )
 
 
 def battery_steps(t: dict[str, Any]) -> dict[str, Any]:

@@ -89,7 +89,11 @@ def add_values(
 def add_states(
     family: Family, labels: Sequence[str], known: Sequence[str], states: Iterable[str | None]
 ) -> None:
-    """`add_state` for many objects at once: their label strings and current states."""
+    """One series per known state (1 for the current, 0 otherwise), plus an unknown current
+    one, for each object of `labels` (rendered label strings) whose state is not None.
+
+    The `state` label sorts after every label of `labels`, so it is appended to them.
+    """
     family.add_lines(_state_lines(family.sample_name + "{", labels, known, states))
 
 
@@ -103,19 +107,6 @@ def _state_lines(
             yield f'{prefix}{label},state="{state}"}} {"1.0" if state == current else "0.0"}\n'
         if current not in known:
             yield f'{prefix}{label},state="{escape(current)}"}} 1.0\n'
-
-
-def add_state(family: Family, labels: str, known: Iterable[str], current: str | None) -> None:
-    """One series per known state (1 for the current, 0 otherwise), plus an unknown current one.
-
-    The `state` label sorts after every label of `labels`, so it is appended to them.
-    """
-    if current is None:
-        return
-    for state in known:
-        family.add_rendered(f'{labels},state="{state}"', 1.0 if state == current else 0.0)
-    if current not in known:
-        family.add_rendered(f'{labels},state="{escape(current)}"', 1.0)
 
 
 def health_families(source: str, outcomes: Sequence[Outcome]) -> list[Family]:

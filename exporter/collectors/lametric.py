@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from exporter.collectors.common import (
     account_labels,
     add_if,
-    add_state,
+    add_states,
     device_labels,
     gauge,
     source_families,
@@ -99,8 +99,13 @@ def families(
                 1.0,
             )
             labels = device_labels(account, device.id)
-            add_state(device_state, labels, KNOWN_DEVICE_STATES, device.state)
             add_if(created, labels, device.created_at)
             add_if(updated, labels, device.updated_at)
+        add_states(
+            device_state,
+            [device_labels(account, device.id) for device in snapshot.devices],
+            KNOWN_DEVICE_STATES,
+            [device.state for device in snapshot.devices],
+        )
 
     return source_families("lametric", outcomes, data, add)

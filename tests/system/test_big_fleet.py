@@ -33,6 +33,7 @@ def test_prometheus_ingests_every_sample_of_a_gzip_answer_built_from_deflated_ch
     assert len(zipped.content) > 1_000_000  # httpx inflated it: several deflated chunks
     door_lines = plain.text.count("\nparqex_door_open{")
     assert door_lines > 8000
+    sample_lines = sum(1 for line in plain.text.splitlines() if line and line[0] != "#")
     # Prometheus asks for gzip; `scrape_samples_scraped` counts what its parser took in
     prometheus = prometheus_factory(
         {
@@ -43,12 +44,15 @@ def test_prometheus_ingests_every_sample_of_a_gzip_answer_built_from_deflated_ch
         }
     )
 
-    def ingested() -> tuple[float, float] | None:
+    def ingested() -> tuple[float, float, float] | None:
         up = prometheus.query('up{job="big"}')
+        scraped = prometheus.query('scrape_samples_scraped{job="big"}')
         doors = prometheus.query('count(parqex_door_open{account="big"})')
-        if not up or up[0]["value"][1] != "1" or not doors:
+        if not up or up[0]["value"][1] != "1" or not scraped or not doors:
             return None
-        return float(up[0]["value"][1]), float(doors[0]["value"][1])
+        values = [float(result[0]["value"][1]) for result in (up, scraped, doors)]
+        return values[0], values[1], values[2]
 
-    up, doors = wait_until(ingested, 30, "Prometheus scraped the big fleet successfully")
-    assert (up, doors) == (1.0, door_lines)
+    up, scraped, doors = wait_until(ingested, 30, "Prometheus scraped the big fleet successfully")
+    # every sample of the answer, not just a readable beginning of it
+    assert (up, scraped, doors) == (1.0, sample_lines, door_lines)

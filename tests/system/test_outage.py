@@ -26,11 +26,10 @@ from tests.system.test_stack import (
     DEADLINE,
     KITTY,
     KITTY_CONTROLLER,
-    LAST_DOOR,
-    LAST_DOOR_CONTROLLER,
     PROM_DIR,
     alertmanager_config,
     fast_rules,
+    healthy_home,
     parse_time,
     prometheus_config,
     wait_for_named_alert,
@@ -54,12 +53,7 @@ def outage_stack(
     prometheus_factory: Any,
     webhook_receiver: WebhookReceiver,
 ) -> Iterator[OutageStack]:
-    now = datetime.now(UTC)
-    sim = SimulatedCloud(live=False)
-    for controller in (KITTY_CONTROLLER, LAST_DOOR_CONTROLLER):
-        sim.set_parqex_device(controller, last_contact=now)
-    for door in (KITTY, LAST_DOOR):
-        sim.set_door(door, state="CLOSED")
+    sim = healthy_home(datetime.now(UTC))
     sim.set_parqex_device(KITTY_CONTROLLER, time_before_door_open_alert=THRESHOLD)
     url = sim.start()
     try:

@@ -112,14 +112,19 @@ def alertmanager_config(webhook_url: str) -> dict[str, Any]:
     return config
 
 
-def build_cloud() -> SimulatedCloud:
-    now = datetime.now(UTC)
+def healthy_home(now: datetime) -> SimulatedCloud:
+    """A cloud whose home account is healthy: doors closed, controllers in touch, at `now`."""
     sim = SimulatedCloud(live=False)
-    # home: healthy. Doors closed just now, controllers in touch just now.
     for controller in (KITTY_CONTROLLER, LAST_DOOR_CONTROLLER):
         sim.set_parqex_device(controller, last_contact=now)
     for door in (KITTY, LAST_DOOR):
         sim.set_door(door, state="CLOSED")
+    return sim
+
+
+def build_cloud() -> SimulatedCloud:
+    now = datetime.now(UTC)
+    sim = healthy_home(now)
 
     # zoo: everything wrong at once.
     controller = copy.deepcopy(simdata.load_seed("parqex_sync.json")["devices"][1])

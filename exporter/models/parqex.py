@@ -175,8 +175,11 @@ _DECODER = msgspec.json.Decoder(_WireSync)
 # What msgspec decodes as is but the Reader replaces with U+FFFD (fields._UNPRINTABLE): DEL,
 # a C1 control in UTF-8, or a control character written as an escape (\u0009 and \u000a,
 # harmless, are refused too: rare, and a refusal only costs time). msgspec itself refuses raw
-# C0 controls, lone surrogates and invalid UTF-8 in the fields it reads.
-_CONTROL_ESCAPE = re.compile(rb"\\(?:[bfr]|u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F]))")
+# C0 controls, lone surrogates and invalid UTF-8 in the fields it reads. An escape is a
+# backslash after an even run of them: `\\f` is a backslash and an f, not a form feed.
+_CONTROL_ESCAPE = re.compile(
+    rb"(?<!\\)(?:\\\\)*\\(?:[bfr]|u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F]))"
+)
 _C1_UTF8 = re.compile(rb"\xc2[\x80-\x9f]")
 _UTF8_CHUNK = 1 << 18
 
